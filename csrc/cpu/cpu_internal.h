@@ -1,0 +1,92 @@
+// Internal helpers shared by the CPU kernel files (not part of the public C++ API).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
+#ifndef LAYERFORGE_HAVE_AVX2_BUILD
+#define LAYERFORGE_HAVE_AVX2_BUILD 0
+#endif
+
+namespace layerforge {
+namespace detail {
+
+// ---- GEMM micro-kernels -------------------------------------------------------------------------
+// A micro-kernel multiplies a packed MR x k panel of A (layout [k][MR]) by a packed k x NR panel of B
+// (layout [k][NR]) and writes the full MR x NR tile: C = alpha * (A B) + beta * C, where C(i, j) is at
+// c[i * rs_c + j * cs_c]; beta == 0 never reads C.
+template <typename T>
+using GemmMicroKernel = void (*)(int64_t k, const T* a, const T* b, T* c, int64_t rs_c, int64_t cs_c,
+                                 T alpha, T beta);
+
+// Blocking of one code path: register tile MR x NR; cache blocks MC (rows of A in L2), KC (depth),
+// NC (columns of B in L3).
+template <typename T>
+struct GemmKernelInfo {
+    int mr, nr;
+    int64_t mc, kc, nc;
+    GemmMicroKernel<T> ukernel;
+};
+
+template <typename T>
+const GemmKernelInfo<T>& gemm_kernel_generic();
+template <>
+const GemmKernelInfo<float>& gemm_kernel_generic<float>();
+template <>
+const GemmKernelInfo<double>& gemm_kernel_generic<double>();
+#if LAYERFORGE_HAVE_AVX2_BUILD
+template <typename T>
+const GemmKernelInfo<T>& gemm_kernel_avx2();
+template <>
+const GemmKernelInfo<float>& gemm_kernel_avx2<float>();
+template <>
+const GemmKernelInfo<double>& gemm_kernel_avx2<double>();
+#endif
+// The kernel of the current CPU path.
+template <typename T>
+const GemmKernelInfo<T>& gemm_kernel_current();
+
+// ---- peak-FLOP probes: run `iters` rounds of independent FMAs, return the FLOPs done ----------------
+double fma_probe_generic(int64_t iters);
+#if LAYERFORGE_HAVE_AVX2_BUILD
+double fma_probe_avx2(int64_t iters);
+#else
+inline double fma_probe_avx2(int64_t iters) { return fma_probe_generic(iters); }
+#endif
+
+// ---- workspace ------------------------------------------------------------------------------------
+// A growable, 64-byte aligned scratch buffer that is kept between calls (per thread where it is
+// thread_local), so hot kernels do not malloc/free multi-MB buffers on every call.
+class Arena {
+public:
+    Arena() = default;
+    Arena(const Arena&) = delete;
+    Arena& operator=(const Arena&) = delete;
+    ~Arena() { std::free(ptr_); }
+    void* get(size_t bytes) {
+        if (bytes > cap_) {
+            std::free(ptr_);
+            cap_ = (bytes + 63) / 64 * 64;
+            ptr_ = std::aligned_alloc(64, cap_);
+            if (!ptr_) {
+                cap_ = 0;
+                throw std::bad_alloc();
+            }
+        }
+        return ptr_;
+    }
+    template <typename T>
+    T* get_as(size_t count) { return static_cast<T*>(get(count * sizeof(T))); }
+
+private:
+    void* ptr_ = nullptr;
+    size_t cap_ = 0;
+};
+
+// Named per-thread arenas; different users on one thread use different slots so they never alias.
+enum class ArenaSlot : int { gemm_a = 0, gemm_b = 1, k0 = 2, k1 = 3, k2 = 4, k3 = 5, count = 6 };
+Arena& thread_arena(ArenaSlot slot);
+
+}  // namespace detail
+}  // namespace layerforge

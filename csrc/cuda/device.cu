@@ -1,0 +1,88 @@
+// Device queries and a smoke-test kernel. No CUDA call happens at load time: everything is on demand,
+// so importing layerforge._cuda works without a driver (the runtime is linked statically).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "layerforge/cuda.h"
+#include "check.cuh"
+
+#ifndef LAYERFORGE_CUDA_ARCHS
+#define LAYERFORGE_CUDA_ARCHS "unknown"
+#endif
+
+namespace layerforge {
+namespace cuda {
+
+namespace {
+
+// out[i] = 2 * i + 1 for i < n (64-bit indices, as every kernel here).
+__global__ void smoke_kernel(float* out, int64_t n) {
+    const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = 2.0f * static_cast<float>(i) + 1.0f;
+}
+
+}  // namespace
+
+int device_count(std::string* why) {
+    int n = 0;
+    const cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess) {
+        if (why) *why = std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
+        cudaGetLastError();  // clear the sticky-free error so later calls start clean
+        return 0;
+    }
+    if (n == 0 && why) *why = "the CUDA driver reports no devices";
+    return n;
+}
+
+std::vector<DeviceInfo> devices() {
+    std::vector<DeviceInfo> out;
+    const int n = device_count(nullptr);
+    for (int i = 0; i < n; ++i) {
+        cudaDeviceProp p;
+        check(cudaGetDeviceProperties(&p, i), "cudaGetDeviceProperties");
+        DeviceInfo d;
+        d.index = i;
+        d.name = p.name;
+        d.major = p.major;
+        d.minor = p.minor;
+        d.total_memory = static_cast<long long>(p.totalGlobalMem);
+        d.multiprocessors = p.multiProcessorCount;
+        out.push_back(d);
+    }
+    return out;
+}
+
+std::string compiled_architectures() { return LAYERFORGE_CUDA_ARCHS; }
+
+int runtime_version() {
+    int v = 0;
+    cudaRuntimeGetVersion(&v);
+    return v;
+}
+
+int driver_version() {
+    int v = 0;
+    if (cudaDriverGetVersion(&v) != cudaSuccess) return 0;
+    return v;
+}
+
+void self_test(int device) {
+    check(cudaSetDevice(device), "cudaSetDevice");
+    const int64_t n = 1000;
+    float* d = nullptr;
+    check(cudaMalloc(&d, n * sizeof(float)), "cudaMalloc");
+    smoke_kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(d, n);
+    cudaError_t err = cudaGetLastError();
+    std::vector<float> h(n);
+    if (err == cudaSuccess) err = cudaMemcpy(h.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaFree(d);
+    check(err, "smoke_kernel");
+    for (int64_t i = 0; i < n; ++i)
+        if (h[i] != 2.0f * static_cast<float>(i) + 1.0f)
+            throw std::runtime_error("smoke_kernel: wrong result at " + std::to_string(i));
+}
+
+}  // namespace cuda
+}  // namespace layerforge
