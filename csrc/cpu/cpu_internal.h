@@ -13,20 +13,30 @@ namespace layerforge {
 namespace detail {
 
 // ---- GEMM micro-kernels -------------------------------------------------------------------------
-// A micro-kernel multiplies a packed MR x k panel of A (layout [k][MR]) by a packed k x NR panel of B
-// (layout [k][NR]) and writes the full MR x NR tile: C = alpha * (A B) + beta * C, where C(i, j) is at
-// c[i * rs_c + j * cs_c]; beta == 0 never reads C.
+// A micro-kernel multiplies a packed MR x k panel of A (layout [k][MR]) by a k x NR panel of B whose
+// row p is the NR contiguous values at b + p * rs_b (rs_b == NR for a packed panel; the row stride of B
+// itself when B is read in place), and writes the full MR x NR tile: C = alpha * (A B) + beta * C, where
+// C(i, j) is at c[i * rs_c + j * cs_c]; beta == 0 never reads C.
 template <typename T>
-using GemmMicroKernel = void (*)(int64_t k, const T* a, const T* b, T* c, int64_t rs_c, int64_t cs_c,
-                                 T alpha, T beta);
+using GemmMicroKernel = void (*)(int64_t k, const T* a, const T* b, int64_t rs_b, T* c, int64_t rs_c,
+                                 int64_t cs_c, T alpha, T beta);
+// Packing of A blocks (mc x kc -> MR-row panels) and of B panels [begin, end) (kc x nc -> NR-column
+// panels); see gemm_pack.h.
+template <typename T>
+using GemmPackA = void (*)(int64_t mc, int64_t kc, const T* A, int64_t rs, int64_t cs, T* Ap);
+template <typename T>
+using GemmPackB = void (*)(int64_t kc, int64_t nc, const T* B, int64_t rs, int64_t cs, T* Bp,
+                           int64_t panel_begin, int64_t panel_end);
 
-// Blocking of one code path: register tile MR x NR; cache blocks MC (rows of A in L2), KC (depth),
-// NC (columns of B in L3).
+// One code path: register tile MR x NR; cache blocks MC (rows of A in L2), KC (depth), NC (columns of
+// B in L3); its micro-kernel and packing routines.
 template <typename T>
 struct GemmKernelInfo {
     int mr, nr;
     int64_t mc, kc, nc;
     GemmMicroKernel<T> ukernel;
+    GemmPackA<T> pack_a;
+    GemmPackB<T> pack_b;
 };
 
 template <typename T>

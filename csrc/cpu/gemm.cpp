@@ -20,6 +20,7 @@
 
 #include "layerforge/runtime.h"
 #include "cpu_internal.h"
+#include "gemm_pack.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -35,13 +36,13 @@ Arena& thread_arena(ArenaSlot slot) {
 
 // ---- portable micro-kernel: plain loops the compiler vectorises for the baseline ISA --------------
 template <typename T, int MR, int NR>
-static void ukernel_generic(int64_t k, const T* a, const T* b, T* c, int64_t rs_c, int64_t cs_c,
-                            T alpha, T beta) {
+static void ukernel_generic(int64_t k, const T* a, const T* b, int64_t rs_b, T* c, int64_t rs_c,
+                            int64_t cs_c, T alpha, T beta) {
     T acc[MR][NR] = {};
     for (int64_t p = 0; p < k; ++p) {
         for (int i = 0; i < MR; ++i) {
             const T ai = a[p * MR + i];
-            for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[p * NR + j];
+            for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[p * rs_b + j];
         }
     }
     for (int i = 0; i < MR; ++i) {
@@ -54,12 +55,14 @@ static void ukernel_generic(int64_t k, const T* a, const T* b, T* c, int64_t rs_
 
 template <>
 const GemmKernelInfo<float>& gemm_kernel_generic<float>() {
-    static const GemmKernelInfo<float> info{4, 8, 128, 256, 2048, &ukernel_generic<float, 4, 8>};
+    static const GemmKernelInfo<float> info{4, 8, 128, 256, 2048, &ukernel_generic<float, 4, 8>,
+                                            &pack_a_tiles<float, 4>, &pack_b_tiles<float, 8>};
     return info;
 }
 template <>
 const GemmKernelInfo<double>& gemm_kernel_generic<double>() {
-    static const GemmKernelInfo<double> info{4, 4, 96, 256, 1024, &ukernel_generic<double, 4, 4>};
+    static const GemmKernelInfo<double> info{4, 4, 96, 256, 1024, &ukernel_generic<double, 4, 4>,
+                                             &pack_a_tiles<double, 4>, &pack_b_tiles<double, 4>};
     return info;
 }
 
@@ -91,64 +94,6 @@ namespace {
 
 using detail::GemmKernelInfo;
 
-// Pack rows [0, mc) x depth [0, kc) of A (A(i, p) = A[i * rs + p * cs]) into MR-row micro-panels,
-// layout Ap[panel][p][MR]; rows past mc are zero so the micro-kernel needs no edge case.
-template <typename T>
-void pack_a(int64_t mc, int64_t kc, const T* A, int64_t rs, int64_t cs, T* Ap, int mr) {
-    for (int64_t i0 = 0; i0 < mc; i0 += mr) {
-        const int rows = static_cast<int>(std::min<int64_t>(mr, mc - i0));
-        T* dst = Ap + i0 * kc;
-        if (rs == 1 && rows == mr) {  // columns of A contiguous (A transposed in memory)
-            for (int64_t p = 0; p < kc; ++p) {
-                const T* src = A + i0 + p * cs;
-                for (int r = 0; r < mr; ++r) dst[p * mr + r] = src[r];
-            }
-        } else if (cs == 1) {  // rows of A contiguous: gather MR rows, each read sequentially
-            for (int r = 0; r < rows; ++r) {
-                const T* src = A + (i0 + r) * rs;
-                for (int64_t p = 0; p < kc; ++p) dst[p * mr + r] = src[p];
-            }
-            for (int r = rows; r < mr; ++r)
-                for (int64_t p = 0; p < kc; ++p) dst[p * mr + r] = T(0);
-        } else {
-            for (int64_t p = 0; p < kc; ++p) {
-                for (int r = 0; r < rows; ++r) dst[p * mr + r] = A[(i0 + r) * rs + p * cs];
-                for (int r = rows; r < mr; ++r) dst[p * mr + r] = T(0);
-            }
-        }
-    }
-}
-
-// Pack NR-column micro-panels [panel_begin, panel_end) of B (depth kc, width nc; B(p, j) = B[p * rs +
-// j * cs]) into Bp[panel][p][NR]; columns past nc are zero.
-template <typename T>
-void pack_b_panels(int64_t kc, int64_t nc, const T* B, int64_t rs, int64_t cs, T* Bp, int nr,
-                   int64_t panel_begin, int64_t panel_end) {
-    for (int64_t jp = panel_begin; jp < panel_end; ++jp) {
-        const int64_t j0 = jp * nr;
-        const int cols = static_cast<int>(std::min<int64_t>(nr, nc - j0));
-        T* dst = Bp + j0 * kc;
-        if (cs == 1 && cols == nr) {  // rows of B contiguous: copy NR values per depth step
-            for (int64_t p = 0; p < kc; ++p) {
-                const T* src = B + p * rs + j0;
-                for (int c = 0; c < nr; ++c) dst[p * nr + c] = src[c];
-            }
-        } else if (rs == 1) {  // columns of B contiguous (B transposed in memory)
-            for (int c = 0; c < cols; ++c) {
-                const T* src = B + (j0 + c) * cs;
-                for (int64_t p = 0; p < kc; ++p) dst[p * nr + c] = src[p];
-            }
-            for (int c = cols; c < nr; ++c)
-                for (int64_t p = 0; p < kc; ++p) dst[p * nr + c] = T(0);
-        } else {
-            for (int64_t p = 0; p < kc; ++p) {
-                for (int c = 0; c < cols; ++c) dst[p * nr + c] = B[p * rs + (j0 + c) * cs];
-                for (int c = cols; c < nr; ++c) dst[p * nr + c] = T(0);
-            }
-        }
-    }
-}
-
 // C = beta * C for the K == 0 case (and beta == 0 writes zeros without reading C).
 template <typename T>
 void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t rs_c, int64_t cs_c) {
@@ -161,14 +106,14 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t rs_c, int64_t cs_c) {
 
 // One MR x NR tile, full or edge (m <= MR, n <= NR).
 template <typename T>
-inline void run_tile(const GemmKernelInfo<T>& ki, int64_t kc, const T* ap, const T* bp, T* c,
-                     int64_t rs_c, int64_t cs_c, int m, int n, T alpha, T beta) {
+inline void run_tile(const GemmKernelInfo<T>& ki, int64_t kc, const T* ap, const T* bp, int64_t rs_bp,
+                     T* c, int64_t rs_c, int64_t cs_c, int m, int n, T alpha, T beta) {
     if (m == ki.mr && n == ki.nr) {
-        ki.ukernel(kc, ap, bp, c, rs_c, cs_c, alpha, beta);
+        ki.ukernel(kc, ap, bp, rs_bp, c, rs_c, cs_c, alpha, beta);
         return;
     }
     alignas(64) T tile[16 * 32];  // MR x NR <= 16 x 32 on every path
-    ki.ukernel(kc, ap, bp, tile, ki.nr, 1, T(1), T(0));
+    ki.ukernel(kc, ap, bp, rs_bp, tile, ki.nr, 1, T(1), T(0));
     for (int i = 0; i < m; ++i)
         for (int j = 0; j < n; ++j) {
             T& cij = c[i * rs_c + j * cs_c];
@@ -176,6 +121,9 @@ inline void run_tile(const GemmKernelInfo<T>& ki, int64_t kc, const T* ap, const
             cij = beta == T(0) ? v : v + beta * cij;
         }
 }
+
+// A panels at most for which B is read in place instead of packed (see gemm_impl).
+constexpr int64_t kDirectBMaxPanels = 8;
 
 // Split a range of `units` work units into `parts` nearly equal contiguous pieces; piece `idx`.
 inline void split_range(int64_t units, int parts, int idx, int64_t& begin, int64_t& end) {
@@ -209,33 +157,39 @@ void gemm_impl(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t rs_
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == T(0)) {
         scale_c(M, N, beta, C, rs_c, cs_c);
-        if (K <= 0) return;
-        if (alpha == T(0)) return;
+        return;
     }
     const GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
     const int mr = ki.mr, nr = ki.nr;
     // Depth blocks of equal size (784 -> 4 x 196, not 3 x 256 + 16): a thin last block would pay a full
     // C read/write per tile for little work.
     const int64_t k_blocks = (K + ki.kc - 1) / ki.kc;
-    const int64_t KC = (K + k_blocks - 1) / k_blocks, MC = ki.mc;
-    const int64_t NC = ki.nc;
+    const int64_t KC = (K + k_blocks - 1) / k_blocks, MC = ki.mc, NC = ki.nc;
 
     if (nthreads <= 0) nthreads = get_num_threads();
     // Below ~2 MFLOP the fork/join costs more than a second thread gains.
-    const double flops = 2.0 * static_cast<double>(M) * N * K;
-    if (flops < 2.0e6) nthreads = 1;
+    if (2.0 * static_cast<double>(M) * N * K < 2.0e6) nthreads = 1;
     const int64_t m_panels_total = (M + mr - 1) / mr;
     const int64_t n_panels_max = (std::min(N, NC) + nr - 1) / nr;
     nthreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, m_panels_total * n_panels_max)));
 
-    const int64_t nc_max = std::min(N, NC);
+    // Few rows of A (a batch of 32, say) and rows of B contiguous: the micro-kernel reads full B panels
+    // in place. Each B panel then serves only a few A panels, so a packing pass over all of K x N would
+    // cost about as much memory traffic as the multiply itself.
+    const bool direct_b = cs_b == 1 && M <= kDirectBMaxPanels * mr;
     const int64_t kc_max = std::min(K, KC);
-    T* Bp = detail::thread_arena(detail::ArenaSlot::gemm_b)
-                .get_as<T>(static_cast<size_t>(((nc_max + nr - 1) / nr) * nr * kc_max));
+    T* Bp = nullptr;
+    if (!direct_b)
+        Bp = detail::thread_arena(detail::ArenaSlot::gemm_b)
+                 .get_as<T>(static_cast<size_t>(n_panels_max * nr * kc_max));
 
     auto body = [&](int tid, int nt) {
         T* Ap = detail::thread_arena(detail::ArenaSlot::gemm_a)
                     .get_as<T>(static_cast<size_t>(((std::min(M, MC) + mr - 1) / mr) * mr * kc_max));
+        // direct_b: this thread's packed copy of a partial last B panel.
+        T* Bedge = direct_b ? detail::thread_arena(detail::ArenaSlot::gemm_b)
+                                  .get_as<T>(static_cast<size_t>(nr * kc_max))
+                            : nullptr;
         for (int64_t jc = 0; jc < N; jc += NC) {
             const int64_t nc = std::min(NC, N - jc);
             const int64_t n_panels = (nc + nr - 1) / nr;
@@ -246,36 +200,51 @@ void gemm_impl(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t rs_
             split_range(m_panels_total, tm, ti, mp0, mp1);
             split_range(n_panels, tn, tj, np0, np1);
             const int64_t m_begin = mp0 * mr, m_end = std::min(M, mp1 * mr);
+            const bool owns_edge = direct_b && np1 == n_panels && nc % nr != 0;
 
             for (int64_t pc = 0; pc < K; pc += KC) {
                 const int64_t kc = std::min(KC, K - pc);
                 const T beta_eff = pc == 0 ? beta : T(1);
-                {  // every thread packs a share of the B panels
+                const T* Bblock = B + pc * rs_b + jc * cs_b;
+                if (!direct_b) {  // every thread packs a share of the B panels
                     int64_t b0, b1;
                     split_range(n_panels, nt, tid, b0, b1);
-                    pack_b_panels(kc, nc, B + pc * rs_b + jc * cs_b, rs_b, cs_b, Bp, nr, b0, b1);
-                }
+                    ki.pack_b(kc, nc, Bblock, rs_b, cs_b, Bp, b0, b1);
 #ifdef _OPENMP
-                if (nt > 1) {
+                    if (nt > 1) {
 #pragma omp barrier
-                }
+                    }
 #endif
+                } else if (owns_edge) {
+                    ki.pack_b(kc, nc - (n_panels - 1) * nr, Bblock + (n_panels - 1) * nr, rs_b, 1, Bedge, 0, 1);
+                }
                 for (int64_t ic = m_begin; ic < m_end; ic += MC) {
                     const int64_t mc = std::min(MC, m_end - ic);
-                    pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, Ap, mr);
+                    ki.pack_a(mc, kc, A + ic * rs_a + pc * cs_a, rs_a, cs_a, Ap);
                     for (int64_t jp = np0; jp < np1; ++jp) {
                         const int64_t j0 = jp * nr;
                         const int n = static_cast<int>(std::min<int64_t>(nr, nc - j0));
-                        const T* bp = Bp + j0 * kc;
+                        const T* bp;
+                        int64_t rs_bp;
+                        if (!direct_b) {
+                            bp = Bp + j0 * kc;
+                            rs_bp = nr;
+                        } else if (n == nr) {
+                            bp = Bblock + j0;
+                            rs_bp = rs_b;
+                        } else {
+                            bp = Bedge;
+                            rs_bp = nr;
+                        }
                         for (int64_t i0 = 0; i0 < mc; i0 += mr) {
                             const int m = static_cast<int>(std::min<int64_t>(mr, mc - i0));
                             T* c = C + (ic + i0) * rs_c + (jc + j0) * cs_c;
-                            run_tile(ki, kc, Ap + i0 * kc, bp, c, rs_c, cs_c, m, n, alpha, beta_eff);
+                            run_tile(ki, kc, Ap + i0 * kc, bp, rs_bp, c, rs_c, cs_c, m, n, alpha, beta_eff);
                         }
                     }
                 }
 #ifdef _OPENMP
-                if (nt > 1) {
+                if (!direct_b && nt > 1) {
 #pragma omp barrier
                 }
 #endif

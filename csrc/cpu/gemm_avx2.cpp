@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "cpu_internal.h"
+#include "gemm_pack.h"
 
 namespace layerforge {
 namespace detail {
@@ -21,8 +22,8 @@ inline void store_row_ps(float* c, __m256 v, __m256 valpha, __m256 vbeta, bool b
     _mm256_storeu_ps(c, v);
 }
 
-void sgemm_6x16(int64_t k, const float* a, const float* b, float* c, int64_t rs_c, int64_t cs_c,
-                float alpha, float beta) {
+void sgemm_6x16(int64_t k, const float* a, const float* b, int64_t rs_b, float* c, int64_t rs_c,
+                int64_t cs_c, float alpha, float beta) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -32,8 +33,8 @@ void sgemm_6x16(int64_t k, const float* a, const float* b, float* c, int64_t rs_
 
 #define LF_STEP(P)                                                              \
     {                                                                           \
-        const __m256 b0 = _mm256_load_ps(b + (P) * 16);                        \
-        const __m256 b1 = _mm256_load_ps(b + (P) * 16 + 8);                    \
+        const __m256 b0 = _mm256_loadu_ps(b + (P) * rs_b);                     \
+        const __m256 b1 = _mm256_loadu_ps(b + (P) * rs_b + 8);                 \
         __m256 av = _mm256_broadcast_ss(a + (P) * 6 + 0);                      \
         c00 = _mm256_fmadd_ps(av, b0, c00); c01 = _mm256_fmadd_ps(av, b1, c01); \
         av = _mm256_broadcast_ss(a + (P) * 6 + 1);                             \
@@ -51,15 +52,15 @@ void sgemm_6x16(int64_t k, const float* a, const float* b, float* c, int64_t rs_
     int64_t p = 0;
     for (; p + 4 <= k; p += 4) {
         _mm_prefetch(reinterpret_cast<const char*>(a + 6 * 16), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(b + 16 * 16), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(b + 8 * rs_b), _MM_HINT_T0);
         LF_STEP(0) LF_STEP(1) LF_STEP(2) LF_STEP(3)
         a += 24;
-        b += 64;
+        b += 4 * rs_b;
     }
     for (; p < k; ++p) {
         LF_STEP(0)
         a += 6;
-        b += 16;
+        b += rs_b;
     }
 #undef LF_STEP
 
@@ -94,19 +95,19 @@ inline void store_row_pd(double* c, __m256d v, __m256d valpha, __m256d vbeta, bo
     _mm256_storeu_pd(c, v);
 }
 
-void dgemm_6x8(int64_t k, const double* a, const double* b, double* c, int64_t rs_c, int64_t cs_c,
-               double alpha, double beta) {
+void dgemm_6x8(int64_t k, const double* a, const double* b, int64_t rs_b, double* c, int64_t rs_c,
+               int64_t cs_c, double alpha, double beta) {
     __m256d acc[6][2];
     for (int i = 0; i < 6; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_pd();
     for (int64_t p = 0; p < k; ++p) {
-        const __m256d b0 = _mm256_load_pd(b), b1 = _mm256_load_pd(b + 4);
+        const __m256d b0 = _mm256_loadu_pd(b), b1 = _mm256_loadu_pd(b + 4);
         for (int i = 0; i < 6; ++i) {
             const __m256d av = _mm256_broadcast_sd(a + i);
             acc[i][0] = _mm256_fmadd_pd(av, b0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_pd(av, b1, acc[i][1]);
         }
         a += 6;
-        b += 8;
+        b += rs_b;
     }
     const __m256d valpha = _mm256_set1_pd(alpha), vbeta = _mm256_set1_pd(beta);
     const bool bz = beta == 0.0;
@@ -133,12 +134,14 @@ void dgemm_6x8(int64_t k, const double* a, const double* b, double* c, int64_t r
 
 template <>
 const GemmKernelInfo<float>& gemm_kernel_avx2<float>() {
-    static const GemmKernelInfo<float> info{6, 16, 144, 256, 3072, &sgemm_6x16};
+    static const GemmKernelInfo<float> info{6, 16, 144, 256, 3072, &sgemm_6x16,
+                                            &pack_a_tiles<float, 6>, &pack_b_tiles<float, 16>};
     return info;
 }
 template <>
 const GemmKernelInfo<double>& gemm_kernel_avx2<double>() {
-    static const GemmKernelInfo<double> info{6, 8, 72, 256, 2048, &dgemm_6x8};
+    static const GemmKernelInfo<double> info{6, 8, 72, 256, 2048, &dgemm_6x8,
+                                             &pack_a_tiles<double, 6>, &pack_b_tiles<double, 8>};
     return info;
 }
 
