@@ -2,6 +2,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <new>
 
@@ -38,6 +40,20 @@ struct GemmKernelInfo {
     GemmPackA<T> pack_a;
     GemmPackB<T> pack_b;
 };
+
+// LAYERFORGE_GEMM_BLOCKING="MC,KC,NC" overrides a path's cache blocking (a tuning knob for other CPUs;
+// MC is rounded to a multiple of MR and NC to a multiple of NR).
+template <typename T>
+GemmKernelInfo<T> blocking_from_env(GemmKernelInfo<T> info) {
+    const char* env = std::getenv("LAYERFORGE_GEMM_BLOCKING");
+    long long mc = 0, kc = 0, nc = 0;
+    if (env && std::sscanf(env, "%lld,%lld,%lld", &mc, &kc, &nc) == 3 && mc > 0 && kc > 0 && nc > 0) {
+        info.mc = std::max<int64_t>(info.mr, mc / info.mr * info.mr);
+        info.kc = kc;
+        info.nc = std::max<int64_t>(info.nr, nc / info.nr * info.nr);
+    }
+    return info;
+}
 
 template <typename T>
 const GemmKernelInfo<T>& gemm_kernel_generic();

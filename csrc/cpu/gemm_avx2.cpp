@@ -134,8 +134,9 @@ void dgemm_6x8(int64_t k, const double* a, const double* b, int64_t rs_b, double
 
 template <>
 const GemmKernelInfo<float>& gemm_kernel_avx2<float>() {
-    static const GemmKernelInfo<float> info{6, 16, 144, 256, 3072, &sgemm_6x16,
-                                            &pack_a_tiles<float, 6>, &pack_b_tiles<float, 16>};
+    // MC x KC floats of A (144 x 256 = 147 KB) sit in L2; a KC x NR panel of B (16 KB) in L1.
+    static const GemmKernelInfo<float> info = blocking_from_env(GemmKernelInfo<float>{
+        6, 16, 144, 256, 3072, &sgemm_6x16, &pack_a_tiles<float, 6>, &pack_b_tiles<float, 16>});
     return info;
 }
 template <>

@@ -28,7 +28,14 @@ int device_count(std::string* why) {
     int n = 0;
     const cudaError_t err = cudaGetDeviceCount(&n);
     if (err != cudaSuccess) {
-        if (why) *why = std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
+        if (why) {
+            std::string plain;
+            if (err == cudaErrorNoDevice) plain = "no CUDA device";
+            else if (err == cudaErrorInsufficientDriver)
+                plain = "no NVIDIA driver, or one older than the CUDA runtime this build links";
+            else plain = "the CUDA runtime could not start";
+            *why = plain + " (" + cudaGetErrorName(err) + ": " + cudaGetErrorString(err) + ")";
+        }
         cudaGetLastError();  // clear the sticky-free error so later calls start clean
         return 0;
     }

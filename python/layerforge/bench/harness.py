@@ -30,16 +30,24 @@ class Case:
     extra: dict = field(default_factory=dict)
 
 
-def _block_time(fn: Callable[[], object], n: int) -> float:
-    fn()  # the first call after the other library's block pays for its idle threads; not timed
+def _block_time(fn: Callable[[], object], n: int, settle: float = 0.0) -> float:
+    if settle:
+        # Let the other library's idle thread pool stop spinning (OpenBLAS and OpenMP pools spin for a
+        # while after their last call and would take the cores from this block).
+        time.sleep(settle)
+    fn()  # the first call after the other library's block pays for waking its own threads; not timed
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
     return (time.perf_counter() - t0) / n
 
 
-def time_pair(ours: Callable, peer: Callable | None, rounds: int = 7, block_seconds: float = 0.05):
-    """Median seconds per call of ours and peer, and the median of per-round ratios peer/ours."""
+def time_pair(ours: Callable, peer: Callable | None, rounds: int = 7, block_seconds: float = 0.05,
+              settle: float = 0.02):
+    """Median seconds per call of ours and peer, and the median of per-round ratios peer/ours.
+
+    Each round times a block of n calls of ours, then a block of n calls of the peer (n chosen so a
+    block lasts about block_seconds), each block preceded by a pause of `settle` seconds."""
     ours()
     if peer is not None:
         peer()
@@ -47,10 +55,10 @@ def time_pair(ours: Callable, peer: Callable | None, rounds: int = 7, block_seco
     n = max(1, int(block_seconds / max(t, 1e-7)))
     t_ours, t_peer, ratios = [], [], []
     for _ in range(rounds):
-        a = _block_time(ours, n)
+        a = _block_time(ours, n, settle)
         t_ours.append(a)
         if peer is not None:
-            b = _block_time(peer, n)
+            b = _block_time(peer, n, settle)
             t_peer.append(b)
             ratios.append(b / a)
     return (
