@@ -24,68 +24,86 @@ inline void store_row_ps(float* c, __m256 v, __m256 valpha, __m256 vbeta, bool b
 
 void sgemm_6x16(int64_t k, const float* a, const float* b, int64_t rs_b, float* c, int64_t rs_c,
                 int64_t cs_c, float alpha, float beta) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-
-#define LF_STEP(P)                                                              \
-    {                                                                           \
-        const __m256 b0 = _mm256_loadu_ps(b + (P) * rs_b);                     \
-        const __m256 b1 = _mm256_loadu_ps(b + (P) * rs_b + 8);                 \
-        __m256 av = _mm256_broadcast_ss(a + (P) * 6 + 0);                      \
-        c00 = _mm256_fmadd_ps(av, b0, c00); c01 = _mm256_fmadd_ps(av, b1, c01); \
-        av = _mm256_broadcast_ss(a + (P) * 6 + 1);                             \
-        c10 = _mm256_fmadd_ps(av, b0, c10); c11 = _mm256_fmadd_ps(av, b1, c11); \
-        av = _mm256_broadcast_ss(a + (P) * 6 + 2);                             \
-        c20 = _mm256_fmadd_ps(av, b0, c20); c21 = _mm256_fmadd_ps(av, b1, c21); \
-        av = _mm256_broadcast_ss(a + (P) * 6 + 3);                             \
-        c30 = _mm256_fmadd_ps(av, b0, c30); c31 = _mm256_fmadd_ps(av, b1, c31); \
-        av = _mm256_broadcast_ss(a + (P) * 6 + 4);                             \
-        c40 = _mm256_fmadd_ps(av, b0, c40); c41 = _mm256_fmadd_ps(av, b1, c41); \
-        av = _mm256_broadcast_ss(a + (P) * 6 + 5);                             \
-        c50 = _mm256_fmadd_ps(av, b0, c50); c51 = _mm256_fmadd_ps(av, b1, c51); \
-    }
-
-    int64_t p = 0;
-    for (; p + 4 <= k; p += 4) {
-        _mm_prefetch(reinterpret_cast<const char*>(a + 6 * 16), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(b + 8 * rs_b), _MM_HINT_T0);
-        LF_STEP(0) LF_STEP(1) LF_STEP(2) LF_STEP(3)
-        a += 24;
-        b += 4 * rs_b;
-    }
-    for (; p < k; ++p) {
-        LF_STEP(0)
-        a += 6;
-        b += rs_b;
-    }
-#undef LF_STEP
+    // The depth loop is written in assembly: with intrinsics GCC spilled an accumulator to the stack
+    // inside the loop (12 accumulators + 2 B vectors + broadcasts use all 16 ymm registers).
+    // Registers: ymm4..ymm15 accumulate C rows 0..5 (two 8-wide halves each), ymm0/ymm1 hold the B row,
+    // ymm2/ymm3 the broadcast A values.
+    alignas(32) float acc[6][16];
+    const int64_t rs_b_bytes = rs_b * static_cast<int64_t>(sizeof(float));
+    int64_t kk = k;
+    __asm__ volatile(
+        "vxorps %%ymm4, %%ymm4, %%ymm4\n\t"
+        "vxorps %%ymm5, %%ymm5, %%ymm5\n\t"
+        "vxorps %%ymm6, %%ymm6, %%ymm6\n\t"
+        "vxorps %%ymm7, %%ymm7, %%ymm7\n\t"
+        "vxorps %%ymm8, %%ymm8, %%ymm8\n\t"
+        "vxorps %%ymm9, %%ymm9, %%ymm9\n\t"
+        "vxorps %%ymm10, %%ymm10, %%ymm10\n\t"
+        "vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
+        "vxorps %%ymm12, %%ymm12, %%ymm12\n\t"
+        "vxorps %%ymm13, %%ymm13, %%ymm13\n\t"
+        "vxorps %%ymm14, %%ymm14, %%ymm14\n\t"
+        "vxorps %%ymm15, %%ymm15, %%ymm15\n\t"
+        "test %[k], %[k]\n\t"
+        "jle 2f\n\t"
+        ".p2align 4\n"
+        "1:\n\t"
+        "prefetcht0 384(%[a])\n\t"
+        "vmovups (%[b]), %%ymm0\n\t"
+        "vmovups 32(%[b]), %%ymm1\n\t"
+        "vbroadcastss 0(%[a]), %%ymm2\n\t"
+        "vbroadcastss 4(%[a]), %%ymm3\n\t"
+        "vfmadd231ps %%ymm0, %%ymm2, %%ymm4\n\t"
+        "vfmadd231ps %%ymm1, %%ymm2, %%ymm5\n\t"
+        "vfmadd231ps %%ymm0, %%ymm3, %%ymm6\n\t"
+        "vfmadd231ps %%ymm1, %%ymm3, %%ymm7\n\t"
+        "vbroadcastss 8(%[a]), %%ymm2\n\t"
+        "vbroadcastss 12(%[a]), %%ymm3\n\t"
+        "vfmadd231ps %%ymm0, %%ymm2, %%ymm8\n\t"
+        "vfmadd231ps %%ymm1, %%ymm2, %%ymm9\n\t"
+        "vfmadd231ps %%ymm0, %%ymm3, %%ymm10\n\t"
+        "vfmadd231ps %%ymm1, %%ymm3, %%ymm11\n\t"
+        "vbroadcastss 16(%[a]), %%ymm2\n\t"
+        "vbroadcastss 20(%[a]), %%ymm3\n\t"
+        "vfmadd231ps %%ymm0, %%ymm2, %%ymm12\n\t"
+        "vfmadd231ps %%ymm1, %%ymm2, %%ymm13\n\t"
+        "vfmadd231ps %%ymm0, %%ymm3, %%ymm14\n\t"
+        "vfmadd231ps %%ymm1, %%ymm3, %%ymm15\n\t"
+        "add $24, %[a]\n\t"
+        "add %[rsb], %[b]\n\t"
+        "dec %[k]\n\t"
+        "jnz 1b\n"
+        "2:\n\t"
+        "vmovaps %%ymm4, 0(%[acc])\n\t"
+        "vmovaps %%ymm5, 32(%[acc])\n\t"
+        "vmovaps %%ymm6, 64(%[acc])\n\t"
+        "vmovaps %%ymm7, 96(%[acc])\n\t"
+        "vmovaps %%ymm8, 128(%[acc])\n\t"
+        "vmovaps %%ymm9, 160(%[acc])\n\t"
+        "vmovaps %%ymm10, 192(%[acc])\n\t"
+        "vmovaps %%ymm11, 224(%[acc])\n\t"
+        "vmovaps %%ymm12, 256(%[acc])\n\t"
+        "vmovaps %%ymm13, 288(%[acc])\n\t"
+        "vmovaps %%ymm14, 320(%[acc])\n\t"
+        "vmovaps %%ymm15, 352(%[acc])\n\t"
+        : [a] "+r"(a), [b] "+r"(b), [k] "+r"(kk)
+        : [rsb] "r"(rs_b_bytes), [acc] "r"(&acc[0][0])
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+          "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
 
     const __m256 valpha = _mm256_set1_ps(alpha), vbeta = _mm256_set1_ps(beta);
     const bool bz = beta == 0.0f;
     if (cs_c == 1) {
-        store_row_ps(c + 0 * rs_c, c00, valpha, vbeta, bz); store_row_ps(c + 0 * rs_c + 8, c01, valpha, vbeta, bz);
-        store_row_ps(c + 1 * rs_c, c10, valpha, vbeta, bz); store_row_ps(c + 1 * rs_c + 8, c11, valpha, vbeta, bz);
-        store_row_ps(c + 2 * rs_c, c20, valpha, vbeta, bz); store_row_ps(c + 2 * rs_c + 8, c21, valpha, vbeta, bz);
-        store_row_ps(c + 3 * rs_c, c30, valpha, vbeta, bz); store_row_ps(c + 3 * rs_c + 8, c31, valpha, vbeta, bz);
-        store_row_ps(c + 4 * rs_c, c40, valpha, vbeta, bz); store_row_ps(c + 4 * rs_c + 8, c41, valpha, vbeta, bz);
-        store_row_ps(c + 5 * rs_c, c50, valpha, vbeta, bz); store_row_ps(c + 5 * rs_c + 8, c51, valpha, vbeta, bz);
+        for (int i = 0; i < 6; ++i) {
+            store_row_ps(c + i * rs_c, _mm256_load_ps(acc[i]), valpha, vbeta, bz);
+            store_row_ps(c + i * rs_c + 8, _mm256_load_ps(acc[i] + 8), valpha, vbeta, bz);
+        }
         return;
     }
-    alignas(32) float t[6][16];
-    _mm256_store_ps(t[0], c00); _mm256_store_ps(t[0] + 8, c01);
-    _mm256_store_ps(t[1], c10); _mm256_store_ps(t[1] + 8, c11);
-    _mm256_store_ps(t[2], c20); _mm256_store_ps(t[2] + 8, c21);
-    _mm256_store_ps(t[3], c30); _mm256_store_ps(t[3] + 8, c31);
-    _mm256_store_ps(t[4], c40); _mm256_store_ps(t[4] + 8, c41);
-    _mm256_store_ps(t[5], c50); _mm256_store_ps(t[5] + 8, c51);
     for (int i = 0; i < 6; ++i)
         for (int j = 0; j < 16; ++j) {
             float& cij = c[i * rs_c + j * cs_c];
-            cij = bz ? alpha * t[i][j] : alpha * t[i][j] + beta * cij;
+            cij = bz ? alpha * acc[i][j] : alpha * acc[i][j] + beta * cij;
         }
 }
 
