@@ -22,6 +22,8 @@ namespace detail {
 template <typename T>
 using GemmMicroKernel = void (*)(int64_t k, const T* a, const T* b, int64_t rs_b, T* c, int64_t rs_c,
                                  int64_t cs_c, T alpha, T beta);
+// Elements of slack a packed-A buffer needs past its end (vector stores of the packing may spill).
+constexpr int64_t kGemmPackSlack = 16;
 // Packing of A blocks (mc x kc -> MR-row panels) and of B panels [begin, end) (kc x nc -> NR-column
 // panels); see gemm_pack.h.
 template <typename T>
@@ -43,8 +45,9 @@ struct GemmKernelInfo {
 
 // LAYERFORGE_GEMM_BLOCKING="MC,KC,NC" overrides a path's cache blocking (a tuning knob for other CPUs;
 // MC is rounded to a multiple of MR and NC to a multiple of NR).
+// (static: used by ISA-specific files; see the note on linkage in gemm_pack.h.)
 template <typename T>
-GemmKernelInfo<T> blocking_from_env(GemmKernelInfo<T> info) {
+static GemmKernelInfo<T> blocking_from_env(GemmKernelInfo<T> info) {
     const char* env = std::getenv("LAYERFORGE_GEMM_BLOCKING");
     long long mc = 0, kc = 0, nc = 0;
     if (env && std::sscanf(env, "%lld,%lld,%lld", &mc, &kc, &nc) == 3 && mc > 0 && kc > 0 && nc > 0) {

@@ -132,9 +132,10 @@ inline void split_range(int64_t units, int parts, int idx, int64_t& begin, int64
     end = begin + base + (idx < rem ? 1 : 0);
 }
 
-// Choose a tm x tn thread grid for an M x N problem: least padded tiles on the busiest thread, ties to
-// the larger tm (each thread then packs fewer A rows).
-inline void choose_grid(int64_t m_panels, int64_t n_panels, int nthreads, int& tm, int& tn) {
+// Choose a tm x tn thread grid for an M x N problem: least padded tiles on the busiest thread. Ties go
+// to the larger tm (each thread then packs fewer A rows), or, when B is read in place (prefer_n), to the
+// larger tn (each thread then streams only its share of B).
+inline void choose_grid(int64_t m_panels, int64_t n_panels, int nthreads, bool prefer_n, int& tm, int& tn) {
     int64_t best = INT64_MAX;
     tm = 1;
     tn = nthreads;
@@ -142,7 +143,7 @@ inline void choose_grid(int64_t m_panels, int64_t n_panels, int nthreads, int& t
         if (nthreads % cand_tm) continue;
         const int cand_tn = nthreads / cand_tm;
         const int64_t load = ((m_panels + cand_tm - 1) / cand_tm) * ((n_panels + cand_tn - 1) / cand_tn);
-        if (load <= best) {
+        if (load < best || (load == best && !prefer_n)) {
             best = load;
             tm = cand_tm;
             tn = cand_tn;
@@ -185,7 +186,8 @@ void gemm_impl(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t rs_
 
     auto body = [&](int tid, int nt) {
         T* Ap = detail::thread_arena(detail::ArenaSlot::gemm_a)
-                    .get_as<T>(static_cast<size_t>(((std::min(M, MC) + mr - 1) / mr) * mr * kc_max));
+                    .get_as<T>(static_cast<size_t>(((std::min(M, MC) + mr - 1) / mr) * mr * kc_max +
+                                                detail::kGemmPackSlack));
         // direct_b: this thread's packed copy of a partial last B panel.
         T* Bedge = direct_b ? detail::thread_arena(detail::ArenaSlot::gemm_b)
                                   .get_as<T>(static_cast<size_t>(nr * kc_max))
@@ -194,7 +196,7 @@ void gemm_impl(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t rs_
             const int64_t nc = std::min(NC, N - jc);
             const int64_t n_panels = (nc + nr - 1) / nr;
             int tm, tn;
-            choose_grid(m_panels_total, n_panels, nt, tm, tn);
+            choose_grid(m_panels_total, n_panels, nt, direct_b, tm, tn);
             const int ti = tid / tn, tj = tid % tn;
             int64_t mp0, mp1, np0, np1;
             split_range(m_panels_total, tm, ti, mp0, mp1);

@@ -6,6 +6,7 @@
 // double: 6 x 8 tile — the same register plan with 4-wide vectors.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "cpu_internal.h"
@@ -150,11 +151,66 @@ void dgemm_6x8(int64_t k, const double* a, const double* b, int64_t rs_b, double
 
 }  // namespace
 
+// Pack A (float, MR = 6) with AVX2 when its rows are contiguous (the usual activations-times-weights
+// case): 8 depth steps at a time, 6 row loads and an 8x8 transpose (rows 6 and 7 are don't-care) instead
+// of 48 scalar gathers. Each transposed column is stored as 8 floats at dst + 6p in increasing p, so
+// its 2 don't-care lanes are overwritten by the next column; the last store of a panel spills 2 floats
+// into the next panel (written afterwards) or into the arena's slack (kGemmPackSlack).
+void pack_a_f32_6_avx2(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, float* Ap) {
+    if (cs != 1) {
+        pack_a_tiles<float, 6>(mc, kc, A, rs, cs, Ap);
+        return;
+    }
+    for (int64_t i0 = 0; i0 < mc; i0 += 6) {
+        const int64_t rows = std::min<int64_t>(6, mc - i0);
+        float* dst = Ap + i0 * kc;
+        if (rows < 6) {
+            pack_a_tiles<float, 6>(rows, kc, A + i0 * rs, rs, cs, dst);
+            continue;
+        }
+        const float* r0 = A + (i0 + 0) * rs;
+        const float* r1 = A + (i0 + 1) * rs;
+        const float* r2 = A + (i0 + 2) * rs;
+        const float* r3 = A + (i0 + 3) * rs;
+        const float* r4 = A + (i0 + 4) * rs;
+        const float* r5 = A + (i0 + 5) * rs;
+        int64_t p = 0;
+        for (; p + 8 <= kc; p += 8) {
+            const __m256 x0 = _mm256_loadu_ps(r0 + p), x1 = _mm256_loadu_ps(r1 + p);
+            const __m256 x2 = _mm256_loadu_ps(r2 + p), x3 = _mm256_loadu_ps(r3 + p);
+            const __m256 x4 = _mm256_loadu_ps(r4 + p), x5 = _mm256_loadu_ps(r5 + p);
+            const __m256 x6 = _mm256_setzero_ps(), x7 = _mm256_setzero_ps();
+            const __m256 t0 = _mm256_unpacklo_ps(x0, x1), t1 = _mm256_unpackhi_ps(x0, x1);
+            const __m256 t2 = _mm256_unpacklo_ps(x2, x3), t3 = _mm256_unpackhi_ps(x2, x3);
+            const __m256 t4 = _mm256_unpacklo_ps(x4, x5), t5 = _mm256_unpackhi_ps(x4, x5);
+            const __m256 t6 = _mm256_unpacklo_ps(x6, x7), t7 = _mm256_unpackhi_ps(x6, x7);
+            const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float* d = dst + p * 6;
+            // column p+j = [rows 0..3 of u_j (low/high half), rows 4..7 of u_{j+4}]
+            _mm256_storeu_ps(d + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_storeu_ps(d + 6, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(d + 12, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(d + 18, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(d + 30, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(d + 36, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(d + 42, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+        for (; p < kc; ++p) {
+            float* d = dst + p * 6;
+            d[0] = r0[p]; d[1] = r1[p]; d[2] = r2[p]; d[3] = r3[p]; d[4] = r4[p]; d[5] = r5[p];
+        }
+    }
+}
+
 template <>
 const GemmKernelInfo<float>& gemm_kernel_avx2<float>() {
     // MC x KC floats of A (144 x 256 = 147 KB) sit in L2; a KC x NR panel of B (16 KB) in L1.
     static const GemmKernelInfo<float> info = blocking_from_env(GemmKernelInfo<float>{
-        6, 16, 144, 256, 3072, &sgemm_6x16, &pack_a_tiles<float, 6>, &pack_b_tiles<float, 16>});
+        6, 16, 144, 256, 3072, &sgemm_6x16, &pack_a_f32_6_avx2, &pack_b_tiles<float, 16>});
     return info;
 }
 template <>

@@ -6,6 +6,9 @@
 
 namespace layerforge {
 namespace detail {
+// Internal linkage on purpose: these templates are compiled into both the generic and the AVX2 files; a
+// shared (COMDAT) instantiation could let the linker hand the generic path an AVX2-compiled copy.
+namespace {
 
 // Pack rows [0, mc) x depth [0, kc) of A (A(i, p) = A[i * rs + p * cs]) into MR-row micro-panels,
 // layout Ap[panel][p][MR]; rows past mc are zero so the micro-kernel needs no edge case.
@@ -61,5 +64,6 @@ void pack_b_tiles(int64_t kc, int64_t nc, const T* B, int64_t rs, int64_t cs, T*
     }
 }
 
+}  // namespace
 }  // namespace detail
 }  // namespace layerforge
