@@ -199,7 +199,18 @@ def test_algorithms():
     assert ops.conv2d_algorithm(x, np.zeros((4, 8, 1, 1), np.float32), stride=2) == "im2col_gemm"
     assert ops.conv2d_algorithm(x, np.zeros((4, 8, 3, 3), np.float32)) == "im2col_gemm"
     assert ops.conv2d_algorithm(x, np.zeros((8, 1, 3, 3), np.float32), groups=8) == "direct"
-    assert ops.conv2d_algorithm(x[:, :1], np.zeros((32, 1, 3, 3), np.float32)) == "direct"
+    assert ops.conv2d_algorithm(x[:, :1], np.zeros((32, 1, 3, 3), np.float32)) == "im2col_gemm"
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col"])
+def test_forced_algorithm(monkeypatch, cpu_path, rng, algo):
+    # every config through the forced path (direct applies where C/groups == 1), both layouts
+    monkeypatch.setenv("LAYERFORGE_CONV_ALGO", algo)
+    x = np.zeros((1, 1, 5, 5))
+    assert ops.conv2d_algorithm(x, np.zeros((2, 1, 3, 3))) == ("direct" if algo == "direct" else "im2col_gemm")
+    for i, cfg in enumerate(CONFIGS):
+        for layout in ("NCHW", "NHWC"):
+            _run(cfg, np.float64, layout, rng, bias=i % 2 == 0)
 
 
 def test_tutorial_shapes_float32(rng):
