@@ -81,6 +81,9 @@ CONFIGS = [
     (2, 4, 8, 9, 3, 3, 3, 1, "same", 2, 1),      # same + dilation
     (2, 3, 6, 5, 2, 3, 3, 3, "valid", 1, 1),     # valid, stride 3
     (2, 4, 3, 4, 4, 5, 5, 1, 2, 1, 2),           # kernel larger than the input (padding makes room)
+    (2, 4, 9, 8, 4, 3, 3, 1, 2, 2, 4),           # depthwise, dilated
+    (1, 3, 4, 5, 3, 3, 3, 1, 3, 1, 3),           # depthwise, padding larger than the kernel reach
+    (2, 2, 7, 6, 2, 5, 4, 1, (2, 1), 1, 2),      # depthwise 5x4
 ]
 
 

@@ -244,10 +244,19 @@ void im2col_nhwc(const ConvGeo& g, const T* xg, T* col, int64_t j0, int64_t j1) 
             for (int64_t s = 0; s < g.S; ++s) {
                 T* dst = row + (r * g.S + s) * g.Cg;
                 const int64_t w = q * g.sw - g.pl + s * g.dw;
-                if (h < 0 || h >= g.H || w < 0 || w >= g.W)
+                const bool inside = h >= 0 && h < g.H && w >= 0 && w < g.W;
+                if (g.Cg <= 8) {  // few channels (the first layer): no library call per tap
+                    if (inside) {
+                        const T* src = xg + (h * g.W + w) * g.C;
+                        for (int64_t c = 0; c < g.Cg; ++c) dst[c] = src[c];
+                    } else {
+                        for (int64_t c = 0; c < g.Cg; ++c) dst[c] = T(0);
+                    }
+                } else if (!inside) {
                     std::memset(dst, 0, sizeof(T) * g.Cg);
-                else
+                } else {
                     std::memcpy(dst, xg + (h * g.W + w) * g.C, sizeof(T) * g.Cg);
+                }
             }
         }
     }
@@ -309,7 +318,10 @@ void forward_impl(const ConvGeo& g, const T* x, const T* w, const T* b, T* out) 
     const int64_t PQ = g.P * g.Q, HW = g.H * g.W, CRS = g.Cg * g.R * g.S;
     if (algo == Algo::direct) {
         const T* wt = g.nhwc ? transpose_weight_rsk<T>(g, w) : nullptr;
-        LF_DISPATCH(conv_direct_fwd<T>, g, x, w, wt, b, out, nt);
+        T* scratch = g.nhwc ? nullptr
+                            : detail::thread_arena(detail::ArenaSlot::k2)
+                                  .get_as<T>(static_cast<size_t>(nt * detail::direct_scratch_size(g)));
+        LF_DISPATCH(conv_direct_fwd<T>, g, x, w, wt, b, out, scratch, nt);
         return;
     }
     if (g.nhwc && algo == Algo::gemm_1x1) {  // the whole batch is one (N*H*W x C) matrix
@@ -409,8 +421,8 @@ void backward_impl(const ConvGeo& g, const T* go, const T* x, const T* w, T* gx,
     if (!gx && !gw) return;
     if (algo == Algo::direct) {
         const T* wt = g.nhwc ? transpose_weight_rsk<T>(g, w) : nullptr;
-        T* part = (g.nhwc && gw) ? detail::thread_arena(detail::ArenaSlot::k2).get_as<T>(static_cast<size_t>(nt * wsz))
-                                 : nullptr;
+        T* part = detail::thread_arena(detail::ArenaSlot::k2)
+                      .get_as<T>(static_cast<size_t>(detail::direct_bwd_scratch_size(g, nt)));
         LF_DISPATCH(conv_direct_bwd<T>, g, go, x, w, wt, gx, gw, part, nt);
         return;
     }

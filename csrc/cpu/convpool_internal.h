@@ -20,6 +20,18 @@ struct ConvGeo {
     bool nhwc;
 };
 
+// Elements of one zero-padded input plane for the NCHW direct kernel.
+inline int64_t direct_scratch_size(const ConvGeo& g) {
+    return ((g.P - 1) * g.sh + (g.R - 1) * g.dh + 1) * ((g.Q - 1) * g.sw + (g.S - 1) * g.dw + 1);
+}
+
+// Scratch of the direct backward: NHWC per-chunk grad_w partials; NCHW per-thread padded planes + sums.
+inline int64_t direct_bwd_scratch_size(const ConvGeo& g, int nt) {
+    if (g.nhwc) return nt * g.R * g.S * g.K;
+    const int64_t a = direct_scratch_size(g), b = (g.H + (g.R - 1) * g.dh) * (g.W + (g.S - 1) * g.dw);
+    return nt * ((a > b ? a : b) + g.R * g.S * 64);
+}
+
 struct PoolGeo {
     int64_t N, C, H, W, P, Q;
     int64_t kh, kw, sh, sw, ph, pw, dh, dw;
@@ -32,11 +44,12 @@ bool is_c_contiguous(const View& v);                                       // co
 void require_contiguous(const View& v, const char* op, const char* name);  // ValueError if not
 
 #define LF_DECLARE_CONVPOOL_KERNELS                                                                   \
-    /* direct conv, C/groups == 1. NHWC takes wt = weight as (R*S, K) (transposed by the caller). */  \
+    /* direct conv, C/groups == 1. NHWC takes wt = weight as (R*S, K) (transposed by the caller); */  \
+    /* NCHW takes scratch: nt * Hp * Wp (direct_scratch_size) for zero-padded input planes.  */        \
     template <typename T>                                                                             \
     void conv_direct_fwd(const ConvGeo& g, const T* x, const T* w, const T* wt, const T* b, T* out,   \
-                         int nt);                                                                     \
-    /* gx may be null; gw may be null. NHWC: gw_partial is nt*(R*S*K) scratch, gwt (R*S, K) result. */ \
+                         T* scratch, int nt);                                                         \
+    /* gx, gw may be null. scratch: direct_bwd_scratch_size(g, nt) elements.                    */ \
     template <typename T>                                                                             \
     void conv_direct_bwd(const ConvGeo& g, const T* go, const T* x, const T* w, const T* wt, T* gx,   \
                          T* gw, T* gw_partial, int nt);                                               \
