@@ -194,7 +194,10 @@ void im2col_nchw(const ConvGeo& g, const T* xg, T* col, int64_t j0, int64_t j1) 
                     const int64_t lo = std::max(qa, q0), hi = std::min(qb, q1);
                     for (int64_t q = qa; q < std::min(qb, lo); ++q) o[q] = T(0);
                     if (g.sw == 1) {
-                        if (hi > lo) std::memcpy(o + lo, xr + lo, sizeof(T) * (hi - lo));
+                        if (hi - lo >= 64)
+                            std::memcpy(o + lo, xr + lo, sizeof(T) * (hi - lo));
+                        else  // short rows (small images): an inline loop beats a library call
+                            for (int64_t q = lo; q < hi; ++q) o[q] = xr[q];
                     } else {
                         for (int64_t q = lo; q < hi; ++q) o[q] = xr[q * g.sw];
                     }
