@@ -12,6 +12,7 @@ namespace py = pybind11;
 namespace layerforge {
 namespace py_bind {
 void bind_gemm(py::module_& m);
+void bind_conv(py::module_& m);  // conv2d and pooling
 }  // namespace py_bind
 }  // namespace layerforge
 
@@ -52,4 +53,5 @@ PYBIND11_MODULE(LAYERFORGE_CPU_MODULE_NAME, m) {
     m.attr("build_info") = LAYERFORGE_BUILD_INFO;
 
     py_bind::bind_gemm(m);
+    py_bind::bind_conv(m);
 }

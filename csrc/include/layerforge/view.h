@@ -11,7 +11,7 @@
 
 namespace layerforge {
 
-enum class DType : int { f32 = 0, f64 = 1, f16 = 2, bf16 = 3 };
+enum class DType : int { f32 = 0, f64 = 1, f16 = 2, bf16 = 3, i64 = 4 };  // i64: indices
 
 inline const char* dtype_name(DType d) {
     switch (d) {
@@ -19,6 +19,7 @@ inline const char* dtype_name(DType d) {
         case DType::f64: return "float64";
         case DType::f16: return "float16";
         case DType::bf16: return "bfloat16";
+        case DType::i64: return "int64";
     }
     return "unknown";
 }
@@ -29,11 +30,15 @@ inline int64_t dtype_size(DType d) {
         case DType::f64: return 8;
         case DType::f16:
         case DType::bf16: return 2;
+        case DType::i64: return 8;
     }
     return 0;
 }
 
 constexpr int kMaxDims = 8;
+
+// Memory layout of 4-d image tensors: NCHW (PyTorch's default) or NHWC (channels-last).
+enum class Layout : int { NCHW = 0, NHWC = 1 };
 
 struct View {
     void* data = nullptr;

@@ -1,4 +1,18 @@
 """Arrays in, arrays out: the kernels as plain functions on numpy arrays (one module per family)."""
+from .conv import conv2d, conv2d_algorithm, conv2d_backward
 from .matmul import matmul
+from .pool import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
 
-__all__ = ["matmul"]
+__all__ = [
+    "matmul",
+    "conv2d", "conv2d_backward", "conv2d_algorithm",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+]

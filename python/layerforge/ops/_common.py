@@ -70,3 +70,48 @@ def broadcast_batch(sa: tuple, sb: tuple, op: str, what: str) -> tuple:
         else:
             raise ValueError(f"{op}: {what} do not broadcast")
     return tuple(out)
+
+
+def contiguous(x: np.ndarray) -> np.ndarray:
+    """x as a C-contiguous array: THE one place where conv/pool inputs of other strides are copied
+    (the C++ kernels index contiguous NCHW/NHWC). No copy when x already is contiguous."""
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+def as_int(v, name: str, op: str) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
+    return int(v)
+
+
+def pair(v, name: str, op: str) -> tuple:
+    """An int or a pair of ints as (a, b) (PyTorch's _pair)."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+        return (as_int(v[0], name, op), as_int(v[1], name, op))
+    a = as_int(v, name, op)
+    return (a, a)
+
+
+def layout_of(layout, op: str) -> str:
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"{op}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    return layout
+
+
+def nchw_dims(shape: tuple, layout: str) -> tuple:
+    """(N, C, H, W) of a 4-d shape in the given layout."""
+    if layout == "NHWC":
+        return (shape[0], shape[3], shape[1], shape[2])
+    return tuple(shape)
+
+
+def from_nchw(n: int, c: int, h: int, w: int, layout: str) -> tuple:
+    return (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
+
+
+def require_4d(x: np.ndarray, name: str, op: str, layout: str) -> None:
+    if x.ndim != 4:
+        dims = "(N, H, W, C)" if layout == "NHWC" else "(N, C, H, W)"
+        raise ValueError(f"{op}: {name} must be 4-d {dims}, got shape {x.shape}")

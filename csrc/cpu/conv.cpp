@@ -1,0 +1,553 @@
+// 2-d convolution on the CPU: validation, the choice of algorithm, and the im2col/GEMM paths.
+// The direct kernels (C/groups == 1) are in convpool_kernels.inc. See layerforge/conv.h for the plan.
+#include "layerforge/conv.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "cpu_internal.h"
+#include "convpool_internal.h"
+#include "layerforge/gemm.h"
+#include "layerforge/runtime.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace layerforge {
+
+namespace detail {
+
+bool is_c_contiguous(const View& v) {
+    int64_t st = 1;
+    for (int d = v.ndim - 1; d >= 0; --d) {
+        if (v.shape[d] != 1 && v.strides[d] != st) return false;
+        st *= v.shape[d];
+    }
+    return true;
+}
+
+void require_contiguous(const View& v, const char* op, const char* name) {
+    if (!is_c_contiguous(v))
+        throw ValueError(std::string(op) + ": " + name + " must be C-contiguous (the Python layer copies)");
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::ConvGeo;
+
+enum class Algo { direct, gemm_1x1, im2col };
+
+const char* algo_name(Algo a) {
+    switch (a) {
+        case Algo::direct: return "direct";
+        case Algo::gemm_1x1: return "gemm_1x1";
+        case Algo::im2col: return "im2col_gemm";
+    }
+    return "?";
+}
+
+ConvGeo make_geo(const View& x, const View& w, const Conv2dParams& p, const char* op) {
+    if (x.ndim != 4) throw ValueError(std::string(op) + ": x must be 4-d, got shape " + x.shape_str());
+    if (w.ndim != 4) throw ValueError(std::string(op) + ": weight must be 4-d, got shape " + w.shape_str());
+    if (x.dtype != DType::f32 && x.dtype != DType::f64)
+        throw DTypeError(std::string(op) + ": x has unsupported dtype " + dtype_name(x.dtype));
+    if (w.dtype != x.dtype)
+        throw DTypeError(std::string(op) + ": weight dtype " + dtype_name(w.dtype) + " differs from x dtype " +
+                         dtype_name(x.dtype));
+    if (p.stride_h < 1 || p.stride_w < 1) throw ValueError(std::string(op) + ": stride must be positive");
+    if (p.dil_h < 1 || p.dil_w < 1) throw ValueError(std::string(op) + ": dilation must be positive");
+    if (p.pad_top < 0 || p.pad_bottom < 0 || p.pad_left < 0 || p.pad_right < 0)
+        throw ValueError(std::string(op) + ": padding must be non-negative");
+    if (p.groups < 1) throw ValueError(std::string(op) + ": groups must be positive");
+    ConvGeo g{};
+    g.nhwc = p.layout == Layout::NHWC;
+    g.N = x.shape[0];
+    g.C = g.nhwc ? x.shape[3] : x.shape[1];
+    g.H = g.nhwc ? x.shape[1] : x.shape[2];
+    g.W = g.nhwc ? x.shape[2] : x.shape[3];
+    g.K = w.shape[0];
+    g.Cg = g.nhwc ? w.shape[3] : w.shape[1];
+    g.R = g.nhwc ? w.shape[1] : w.shape[2];
+    g.S = g.nhwc ? w.shape[2] : w.shape[3];
+    g.G = p.groups;
+    if (g.C < 1 || g.H < 1 || g.W < 1 || g.K < 1 || g.R < 1 || g.S < 1 || g.Cg < 1)
+        throw ValueError(std::string(op) + ": empty dimension in x " + x.shape_str() + " or weight " +
+                         w.shape_str());
+    if (g.C % g.G || g.K % g.G)
+        throw ValueError(std::string(op) + ": groups=" + std::to_string(g.G) + " must divide the input channels (" +
+                         std::to_string(g.C) + ") and output channels (" + std::to_string(g.K) + ")");
+    if (g.Cg * g.G != g.C)
+        throw ValueError(std::string(op) + ": weight " + w.shape_str() + " expects " + std::to_string(g.Cg * g.G) +
+                         " input channels (C/groups * groups), x " + x.shape_str() + " has " + std::to_string(g.C));
+    g.Kg = g.K / g.G;
+    g.sh = p.stride_h;
+    g.sw = p.stride_w;
+    g.pt = p.pad_top;
+    g.pl = p.pad_left;
+    g.dh = p.dil_h;
+    g.dw = p.dil_w;
+    const int64_t eh = g.dh * (g.R - 1) + 1, ew = g.dw * (g.S - 1) + 1;
+    const int64_t Hp = g.H + p.pad_top + p.pad_bottom, Wp = g.W + p.pad_left + p.pad_right;
+    if (eh > Hp || ew > Wp)
+        throw ValueError(std::string(op) + ": kernel (" + std::to_string(eh) + ", " + std::to_string(ew) +
+                         ") with dilation is larger than the padded input (" + std::to_string(Hp) + ", " +
+                         std::to_string(Wp) + ")");
+    g.P = (Hp - eh) / g.sh + 1;
+    g.Q = (Wp - ew) / g.sw + 1;
+    detail::require_contiguous(x, op, "x");
+    detail::require_contiguous(w, op, "weight");
+    return g;
+}
+
+void check_like(const View& v, int64_t a, int64_t b, int64_t c, int64_t d, DType dt, const char* op,
+                const char* name) {
+    if (v.ndim != 4 || v.shape[0] != a || v.shape[1] != b || v.shape[2] != c || v.shape[3] != d)
+        throw ValueError(std::string(op) + ": " + name + " has shape " + v.shape_str() + ", expected (" +
+                         std::to_string(a) + ", " + std::to_string(b) + ", " + std::to_string(c) + ", " +
+                         std::to_string(d) + ")");
+    if (v.dtype != dt) throw DTypeError(std::string(op) + ": " + name + " dtype differs from x dtype");
+    detail::require_contiguous(v, op, name);
+}
+
+void check_out_shape(const View& out, const ConvGeo& g, DType dt, const char* op, const char* name) {
+    if (g.nhwc)
+        check_like(out, g.N, g.P, g.Q, g.K, dt, op, name);
+    else
+        check_like(out, g.N, g.K, g.P, g.Q, dt, op, name);
+}
+
+void check_vec(const View& b, int64_t K, DType dt, const char* op, const char* name) {
+    if (b.ndim != 1 || b.shape[0] != K)
+        throw ValueError(std::string(op) + ": " + name + " has shape " + b.shape_str() + ", expected (" +
+                         std::to_string(K) + ",)");
+    if (b.dtype != dt) throw DTypeError(std::string(op) + ": " + name + " dtype differs from x dtype");
+    if (b.shape[0] > 1 && b.strides[0] != 1) throw ValueError(std::string(op) + ": " + name + " must be contiguous");
+}
+
+// The algorithm per shape. C/groups == 1 with groups > 1 (depthwise, channel multipliers): direct loops
+// (a GEMM per group would have one row). C == 1 (the first layer) goes to im2col + GEMM: measured here,
+// the packed GEMM with depth R*S = 9 runs ~5x faster than the direct loops over 26-wide rows.
+// LAYERFORGE_CONV_ALGO=direct|im2col forces a path where it applies (tests, comparisons).
+Algo choose(const ConvGeo& g) {
+    const char* force = std::getenv("LAYERFORGE_CONV_ALGO");
+    if (force && force[0]) {
+        if (std::strcmp(force, "im2col") == 0) return Algo::im2col;
+        if (std::strcmp(force, "direct") == 0 && g.Cg == 1) return Algo::direct;
+    }
+    if (g.Cg == 1 && g.G > 1) return Algo::direct;
+    if (g.R == 1 && g.S == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.P == g.H && g.Q == g.W)
+        return Algo::gemm_1x1;
+    return Algo::im2col;
+}
+
+// Threads over images (GEMMs single-threaded) when the batch splits evenly, else threads inside GEMMs.
+int image_chunks(const ConvGeo& g, int nt) {
+    if (nt <= 1 || g.N <= 1) return 1;
+    if (g.N % nt == 0 || g.N >= 4 * nt) return nt;
+    return 1;
+}
+
+// ---- im2col / col2im --------------------------------------------------------------------------------
+inline void out_range(int64_t off, int64_t stride, int64_t size, int64_t n_out, int64_t& lo, int64_t& hi) {
+    lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    hi = (size - 1 - off) < 0 ? 0 : (size - 1 - off) / stride + 1;
+    if (hi > n_out) hi = n_out;
+    if (lo > hi) lo = hi;
+}
+
+// Columns of the output plane (NCHW) or rows (NHWC) per im2col tile: the tile (C/g*R*S x cols) stays
+// around 384 KiB (float) so the GEMM packs it from cache; the GEMM is also fastest at these widths.
+int64_t tile_cols(const ConvGeo& g) {
+    const int64_t CRS = g.Cg * g.R * g.S, PQ = g.P * g.Q;
+    int64_t nj = (96 * 1024 / CRS) / 16 * 16;
+    if (nj < 64) nj = 64;
+    return nj >= PQ ? PQ : nj;
+}
+
+// NCHW, columns [j0, j1) of the output plane:
+// col[(c*R + r)*S + s][j - j0] = x[c, h, w] (0 in the padding), j = p*Q + q; xg points at channel g*Cg.
+template <typename T>
+void im2col_nchw(const ConvGeo& g, const T* xg, T* col, int64_t j0, int64_t j1) {
+    const int64_t HW = g.H * g.W, nj = j1 - j0;
+    const int64_t pa = j0 / g.Q, pb = (j1 - 1) / g.Q;
+    for (int64_t c = 0; c < g.Cg; ++c)
+        for (int64_t r = 0; r < g.R; ++r)
+            for (int64_t s = 0; s < g.S; ++s) {
+                T* row = col + ((c * g.R + r) * g.S + s) * nj - j0;  // indexed by j
+                const int64_t woff = s * g.dw - g.pl;
+                int64_t q0, q1;
+                out_range(woff, g.sw, g.W, g.Q, q0, q1);
+                for (int64_t p = pa; p <= pb; ++p) {
+                    const int64_t qa = std::max<int64_t>(0, j0 - p * g.Q), qb = std::min<int64_t>(g.Q, j1 - p * g.Q);
+                    T* o = row + p * g.Q;
+                    const int64_t h = p * g.sh + r * g.dh - g.pt;
+                    if (h < 0 || h >= g.H) {
+                        for (int64_t q = qa; q < qb; ++q) o[q] = T(0);
+                        continue;
+                    }
+                    const T* xr = xg + c * HW + h * g.W + woff;
+                    const int64_t lo = std::max(qa, q0), hi = std::min(qb, q1);
+                    for (int64_t q = qa; q < std::min(qb, lo); ++q) o[q] = T(0);
+                    if (g.sw == 1) {
+                        if (hi - lo >= 64)
+                            std::memcpy(o + lo, xr + lo, sizeof(T) * (hi - lo));
+                        else  // short rows (small images): an inline loop beats a library call
+                            for (int64_t q = lo; q < hi; ++q) o[q] = xr[q];
+                    } else {
+                        for (int64_t q = lo; q < hi; ++q) o[q] = xr[q * g.sw];
+                    }
+                    for (int64_t q = std::max(qa, std::max(lo, hi)); q < qb; ++q) o[q] = T(0);
+                }
+            }
+}
+
+// The adjoint of im2col_nchw: gxg[c, h, w] += col[...] for the tile's columns.
+template <typename T>
+void col2im_nchw(const ConvGeo& g, const T* col, T* gxg, int64_t j0, int64_t j1) {
+    const int64_t HW = g.H * g.W, nj = j1 - j0;
+    const int64_t pa = j0 / g.Q, pb = (j1 - 1) / g.Q;
+    for (int64_t c = 0; c < g.Cg; ++c)
+        for (int64_t r = 0; r < g.R; ++r)
+            for (int64_t s = 0; s < g.S; ++s) {
+                const T* row = col + ((c * g.R + r) * g.S + s) * nj - j0;
+                const int64_t woff = s * g.dw - g.pl;
+                int64_t q0, q1;
+                out_range(woff, g.sw, g.W, g.Q, q0, q1);
+                for (int64_t p = pa; p <= pb; ++p) {
+                    const int64_t h = p * g.sh + r * g.dh - g.pt;
+                    if (h < 0 || h >= g.H) continue;
+                    const int64_t qa = std::max<int64_t>(0, j0 - p * g.Q), qb = std::min<int64_t>(g.Q, j1 - p * g.Q);
+                    const int64_t lo = std::max(qa, q0), hi = std::min(qb, q1);
+                    const T* o = row + p * g.Q;
+                    T* xr = gxg + c * HW + h * g.W + woff;
+                    if (g.sw == 1) {
+                        for (int64_t q = lo; q < hi; ++q) xr[q] += o[q];
+                    } else {
+                        for (int64_t q = lo; q < hi; ++q) xr[q * g.sw] += o[q];
+                    }
+                }
+            }
+}
+
+// NHWC, rows [j0, j1) of the output plane: col[j - j0][(r*S + s)*Cg + c] = x[h, w, g*Cg + c];
+// xg points at image n, channel g*Cg.
+template <typename T>
+void im2col_nhwc(const ConvGeo& g, const T* xg, T* col, int64_t j0, int64_t j1) {
+    const int64_t ld = g.R * g.S * g.Cg;
+    for (int64_t j = j0; j < j1; ++j) {
+        const int64_t p = j / g.Q, q = j % g.Q;
+        T* row = col + (j - j0) * ld;
+        for (int64_t r = 0; r < g.R; ++r) {
+            const int64_t h = p * g.sh - g.pt + r * g.dh;
+            for (int64_t s = 0; s < g.S; ++s) {
+                T* dst = row + (r * g.S + s) * g.Cg;
+                const int64_t w = q * g.sw - g.pl + s * g.dw;
+                const bool inside = h >= 0 && h < g.H && w >= 0 && w < g.W;
+                if (g.Cg <= 8) {  // few channels (the first layer): no library call per tap
+                    if (inside) {
+                        const T* src = xg + (h * g.W + w) * g.C;
+                        for (int64_t c = 0; c < g.Cg; ++c) dst[c] = src[c];
+                    } else {
+                        for (int64_t c = 0; c < g.Cg; ++c) dst[c] = T(0);
+                    }
+                } else if (!inside) {
+                    std::memset(dst, 0, sizeof(T) * g.Cg);
+                } else {
+                    std::memcpy(dst, xg + (h * g.W + w) * g.C, sizeof(T) * g.Cg);
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+void col2im_nhwc(const ConvGeo& g, const T* col, T* gxg, int64_t j0, int64_t j1) {
+    const int64_t ld = g.R * g.S * g.Cg;
+    for (int64_t j = j0; j < j1; ++j) {
+        const int64_t p = j / g.Q, q = j % g.Q;
+        const T* row = col + (j - j0) * ld;
+        for (int64_t r = 0; r < g.R; ++r) {
+            const int64_t h = p * g.sh - g.pt + r * g.dh;
+            if (h < 0 || h >= g.H) continue;
+            for (int64_t s = 0; s < g.S; ++s) {
+                const int64_t w = q * g.sw - g.pl + s * g.dw;
+                if (w < 0 || w >= g.W) continue;
+                const T* src = row + (r * g.S + s) * g.Cg;
+                T* dst = gxg + (h * g.W + w) * g.C;
+                for (int64_t c = 0; c < g.Cg; ++c) dst[c] += src[c];
+            }
+        }
+    }
+}
+
+// Runs body(chunk, gemm_threads) for chunk in [0, chunks): in parallel with single-threaded GEMMs when
+// chunks > 1, else once with threaded GEMMs.
+template <typename F>
+void for_chunks(int chunks, int nt, F&& body) {
+    if (chunks > 1) {
+#pragma omp parallel for num_threads(chunks) schedule(static)
+        for (int t = 0; t < chunks; ++t) body(t, 1);
+    } else {
+        body(0, nt);
+    }
+}
+
+#if LAYERFORGE_HAVE_AVX2_BUILD
+#define LF_DISPATCH(fn, ...) \
+    (cpu_path() == CpuPath::avx2 ? detail::avx2::fn(__VA_ARGS__) : detail::generic::fn(__VA_ARGS__))
+#else
+#define LF_DISPATCH(fn, ...) detail::generic::fn(__VA_ARGS__)
+#endif
+
+// weight (K, R, S, 1) -> wt (R*S, K), for the NHWC direct kernels.
+template <typename T>
+const T* transpose_weight_rsk(const ConvGeo& g, const T* w) {
+    const int64_t RS = g.R * g.S;
+    T* wt = detail::thread_arena(detail::ArenaSlot::k3).get_as<T>(static_cast<size_t>(RS * g.K));
+    for (int64_t k = 0; k < g.K; ++k)
+        for (int64_t rs = 0; rs < RS; ++rs) wt[rs * g.K + k] = w[k * RS + rs];
+    return wt;
+}
+
+template <typename T>
+void forward_impl(const ConvGeo& g, const T* x, const T* w, const T* b, T* out) {
+    const int nt = get_num_threads();
+    const Algo algo = choose(g);
+    const int64_t PQ = g.P * g.Q, HW = g.H * g.W, CRS = g.Cg * g.R * g.S;
+    if (algo == Algo::direct) {
+        const T* wt = g.nhwc ? transpose_weight_rsk<T>(g, w) : nullptr;
+        T* scratch = g.nhwc ? nullptr
+                            : detail::thread_arena(detail::ArenaSlot::k2)
+                                  .get_as<T>(static_cast<size_t>(nt * detail::direct_scratch_size(g)));
+        LF_DISPATCH(conv_direct_fwd<T>, g, x, w, wt, b, out, scratch, nt);
+        return;
+    }
+    if (g.nhwc && algo == Algo::gemm_1x1) {  // the whole batch is one (N*H*W x C) matrix
+        const int64_t M = g.N * HW;
+        for (int64_t gi = 0; gi < g.G; ++gi) {
+            T* C0 = out + gi * g.Kg;
+            T beta = T(0);
+            if (b) {
+                for (int64_t m = 0; m < M; ++m)
+                    for (int64_t k = 0; k < g.Kg; ++k) C0[m * g.K + k] = b[gi * g.Kg + k];
+                beta = T(1);
+            }
+            gemm_strided<T>(M, g.Kg, g.Cg, T(1), x + gi * g.Cg, g.C, 1, w + gi * g.Kg * CRS, 1, CRS, beta, C0,
+                            g.K, 1, nt);
+        }
+        return;
+    }
+    const int chunks = image_chunks(g, nt);
+    const int64_t NJ = tile_cols(g);
+    for_chunks(chunks, nt, [&](int t, int gt) {
+        const int64_t n0 = g.N * t / chunks, n1 = g.N * (t + 1) / chunks;
+        T* col = algo == Algo::im2col
+                     ? detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(CRS * NJ))
+                     : nullptr;
+        for (int64_t n = n0; n < n1; ++n) {
+            for (int64_t gi = 0; gi < g.G; ++gi) {
+                const T* wg = w + gi * g.Kg * CRS;
+                T beta = T(0);
+                if (!g.nhwc) {
+                    const T* xg = x + (n * g.C + gi * g.Cg) * HW;
+                    T* Cp = out + (n * g.K + gi * g.Kg) * PQ;
+                    if (b) {
+                        for (int64_t k = 0; k < g.Kg; ++k) std::fill(Cp + k * PQ, Cp + (k + 1) * PQ, b[gi * g.Kg + k]);
+                        beta = T(1);
+                    }
+                    for (int64_t j0 = 0; j0 < PQ; j0 += NJ) {
+                        const int64_t j1 = std::min(PQ, j0 + NJ), nj = j1 - j0;
+                        if (algo == Algo::im2col) {  // (CRS x nj) tile of the column matrix
+                            im2col_nchw<T>(g, xg, col, j0, j1);
+                            gemm_strided<T>(g.Kg, nj, CRS, T(1), wg, CRS, 1, col, nj, 1, beta, Cp + j0, PQ, 1, gt);
+                        } else {  // 1x1: the image is the operand
+                            gemm_strided<T>(g.Kg, nj, CRS, T(1), wg, CRS, 1, xg + j0, PQ, 1, beta, Cp + j0, PQ, 1, gt);
+                        }
+                    }
+                } else {
+                    const T* xg = x + n * HW * g.C + gi * g.Cg;
+                    T* Cp = out + n * PQ * g.K + gi * g.Kg;
+                    if (b) {
+                        for (int64_t m = 0; m < PQ; ++m)
+                            for (int64_t k = 0; k < g.Kg; ++k) Cp[m * g.K + k] = b[gi * g.Kg + k];
+                        beta = T(1);
+                    }
+                    for (int64_t j0 = 0; j0 < PQ; j0 += NJ) {
+                        const int64_t j1 = std::min(PQ, j0 + NJ), nj = j1 - j0;
+                        im2col_nhwc<T>(g, xg, col, j0, j1);  // (nj x CRS)
+                        gemm_strided<T>(nj, g.Kg, CRS, T(1), col, CRS, 1, wg, 1, CRS, beta, Cp + j0 * g.K, g.K, 1, gt);
+                    }
+                }
+            }
+        }
+    });
+}
+
+template <typename T>
+void grad_bias(const ConvGeo& g, const T* go, T* gb) {
+    const int64_t PQ = g.P * g.Q;
+    if (!g.nhwc) {
+        const int nt = get_num_threads();
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && g.N * g.K * PQ > 100000)
+        for (int64_t k = 0; k < g.K; ++k) {
+            T acc[16] = {};
+            for (int64_t n = 0; n < g.N; ++n) {
+                const T* r = go + (n * g.K + k) * PQ;
+                int64_t i = 0;
+                for (; i + 16 <= PQ; i += 16)
+                    for (int j = 0; j < 16; ++j) acc[j] += r[i + j];
+                for (; i < PQ; ++i) acc[i % 16] += r[i];
+            }
+            T s = T(0);
+            for (int j = 0; j < 16; ++j) s += acc[j];
+            gb[k] = s;
+        }
+    } else {
+        std::fill(gb, gb + g.K, T(0));
+        const int64_t M = g.N * PQ;
+        for (int64_t m = 0; m < M; ++m)
+            for (int64_t k = 0; k < g.K; ++k) gb[k] += go[m * g.K + k];
+    }
+}
+
+template <typename T>
+void backward_impl(const ConvGeo& g, const T* go, const T* x, const T* w, T* gx, T* gw, T* gb) {
+    const int nt = get_num_threads();
+    const Algo algo = choose(g);
+    const int64_t PQ = g.P * g.Q, HW = g.H * g.W, CRS = g.Cg * g.R * g.S, wsz = g.K * CRS;
+    if (gb) grad_bias<T>(g, go, gb);
+    if (!gx && !gw) return;
+    if (algo == Algo::direct) {
+        const T* wt = g.nhwc ? transpose_weight_rsk<T>(g, w) : nullptr;
+        T* part = detail::thread_arena(detail::ArenaSlot::k2)
+                      .get_as<T>(static_cast<size_t>(detail::direct_bwd_scratch_size(g, nt)));
+        LF_DISPATCH(conv_direct_bwd<T>, g, go, x, w, wt, gx, gw, part, nt);
+        return;
+    }
+    if (g.nhwc && algo == Algo::gemm_1x1) {
+        const int64_t M = g.N * HW;
+        for (int64_t gi = 0; gi < g.G; ++gi) {
+            const T* gog = go + gi * g.Kg;
+            if (gw)  // gw_g (Kg x Cg) = go_g^T (Kg x M) @ x_g (M x Cg)
+                gemm_strided<T>(g.Kg, g.Cg, M, T(1), gog, 1, g.K, x + gi * g.Cg, g.C, 1, T(0), gw + gi * g.Kg * CRS,
+                                CRS, 1, nt);
+            if (gx)  // gx_g (M x Cg) = go_g (M x Kg) @ w_g (Kg x Cg)
+                gemm_strided<T>(M, g.Cg, g.Kg, T(1), gog, g.K, 1, w + gi * g.Kg * CRS, CRS, 1, T(0), gx + gi * g.Cg,
+                                g.C, 1, nt);
+        }
+        return;
+    }
+    const int chunks = image_chunks(g, nt);
+    const int64_t NJ = tile_cols(g);
+    T* partial = nullptr;  // chunks x (K x CRS); chunk 0 writes straight into gw when there is one chunk
+    if (gw && chunks > 1)
+        partial = detail::thread_arena(detail::ArenaSlot::k2).get_as<T>(static_cast<size_t>(chunks * wsz));
+    for_chunks(chunks, nt, [&](int t, int gt) {
+        const int64_t n0 = g.N * t / chunks, n1 = g.N * (t + 1) / chunks;
+        T* gwt = gw ? (chunks > 1 ? partial + t * wsz : gw) : nullptr;
+        if (gwt) std::fill(gwt, gwt + wsz, T(0));
+        T* col = (algo == Algo::im2col && gw)
+                     ? detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(CRS * NJ))
+                     : nullptr;
+        T* gcol = (algo == Algo::im2col && gx)
+                      ? detail::thread_arena(detail::ArenaSlot::k1).get_as<T>(static_cast<size_t>(CRS * NJ))
+                      : nullptr;
+        for (int64_t n = n0; n < n1; ++n) {
+            if (gx) std::fill(gx + n * g.C * HW, gx + (n + 1) * g.C * HW, T(0));
+            for (int64_t gi = 0; gi < g.G; ++gi) {
+                const T* wg = w + gi * g.Kg * CRS;
+                T* gwg = gwt ? gwt + gi * g.Kg * CRS : nullptr;
+                for (int64_t j0 = 0; j0 < PQ; j0 += NJ) {
+                    const int64_t j1 = std::min(PQ, j0 + NJ), nj = j1 - j0;
+                    if (!g.nhwc) {
+                        const T* xg = x + (n * g.C + gi * g.Cg) * HW;
+                        const T* gog = go + (n * g.K + gi * g.Kg) * PQ + j0;  // (Kg x nj), ld PQ
+                        T* gxg = gx ? gx + (n * g.C + gi * g.Cg) * HW : nullptr;
+                        if (algo == Algo::gemm_1x1) {
+                            if (gw)  // gw_g += go_g (Kg x nj) @ x_g^T (nj x Cg)
+                                gemm_strided<T>(g.Kg, CRS, nj, T(1), gog, PQ, 1, xg + j0, 1, PQ, T(1), gwg, CRS, 1, gt);
+                            if (gx)  // gx_g = w_g^T (Cg x Kg) @ go_g
+                                gemm_strided<T>(CRS, nj, g.Kg, T(1), wg, 1, CRS, gog, PQ, 1, T(0), gxg + j0, PQ, 1, gt);
+                        } else {
+                            if (gw) {
+                                im2col_nchw<T>(g, xg, col, j0, j1);
+                                gemm_strided<T>(g.Kg, CRS, nj, T(1), gog, PQ, 1, col, 1, nj, T(1), gwg, CRS, 1, gt);
+                            }
+                            if (gx) {
+                                gemm_strided<T>(CRS, nj, g.Kg, T(1), wg, 1, CRS, gog, PQ, 1, T(0), gcol, nj, 1, gt);
+                                col2im_nchw<T>(g, gcol, gxg, j0, j1);
+                            }
+                        }
+                    } else {
+                        const T* xg = x + n * HW * g.C + gi * g.Cg;
+                        const T* gog = go + (n * PQ + j0) * g.K + gi * g.Kg;  // (nj x Kg), ld K
+                        if (gw) {
+                            im2col_nhwc<T>(g, xg, col, j0, j1);  // (nj x CRS)
+                            gemm_strided<T>(g.Kg, CRS, nj, T(1), gog, 1, g.K, col, CRS, 1, T(1), gwg, CRS, 1, gt);
+                        }
+                        if (gx) {
+                            gemm_strided<T>(nj, CRS, g.Kg, T(1), gog, g.K, 1, wg, CRS, 1, T(0), gcol, CRS, 1, gt);
+                            col2im_nhwc<T>(g, gcol, gx + n * HW * g.C + gi * g.Cg, j0, j1);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    if (gw && chunks > 1) {  // fixed-order sum of the per-chunk partials
+        const int64_t per = (wsz + nt - 1) / nt;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int t = 0; t < nt; ++t) {
+            const int64_t i0 = std::min(wsz, t * per), i1 = std::min(wsz, (t + 1) * per);
+            for (int64_t i = i0; i < i1; ++i) {
+                T v = partial[i];
+                for (int c = 1; c < chunks; ++c) v += partial[c * wsz + i];
+                gw[i] = v;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+std::string conv2d_algorithm(const View& x, const View& weight, const Conv2dParams& p) {
+    return algo_name(choose(make_geo(x, weight, p, "conv2d")));
+}
+
+void conv2d_forward(const View& x, const View& w, const View* bias, const View& out, const Conv2dParams& p) {
+    const ConvGeo g = make_geo(x, w, p, "conv2d");
+    check_out_shape(out, g, x.dtype, "conv2d", "out");
+    if (bias) check_vec(*bias, g.K, x.dtype, "conv2d", "bias");
+    if (g.N == 0) return;
+    if (x.dtype == DType::f32)
+        forward_impl<float>(g, x.ptr<float>(), w.ptr<float>(), bias ? bias->ptr<float>() : nullptr, out.ptr<float>());
+    else
+        forward_impl<double>(g, x.ptr<double>(), w.ptr<double>(), bias ? bias->ptr<double>() : nullptr,
+                             out.ptr<double>());
+}
+
+void conv2d_backward(const View& grad_out, const View& x, const View& w, const View* grad_x,
+                     const View* grad_weight, const View* grad_bias, const Conv2dParams& p) {
+    const char* op = "conv2d_backward";
+    const ConvGeo g = make_geo(x, w, p, op);
+    check_out_shape(grad_out, g, x.dtype, op, "grad_out");
+    if (grad_x) check_like(*grad_x, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.dtype, op, "grad_x");
+    if (grad_weight) check_like(*grad_weight, w.shape[0], w.shape[1], w.shape[2], w.shape[3], x.dtype, op, "grad_weight");
+    if (grad_bias) check_vec(*grad_bias, g.K, x.dtype, op, "grad_bias");
+    if (x.dtype == DType::f32)
+        backward_impl<float>(g, grad_out.ptr<float>(), x.ptr<float>(), w.ptr<float>(),
+                             grad_x ? grad_x->ptr<float>() : nullptr, grad_weight ? grad_weight->ptr<float>() : nullptr,
+                             grad_bias ? grad_bias->ptr<float>() : nullptr);
+    else
+        backward_impl<double>(g, grad_out.ptr<double>(), x.ptr<double>(), w.ptr<double>(),
+                              grad_x ? grad_x->ptr<double>() : nullptr,
+                              grad_weight ? grad_weight->ptr<double>() : nullptr,
+                              grad_bias ? grad_bias->ptr<double>() : nullptr);
+}
+
+}  // namespace layerforge

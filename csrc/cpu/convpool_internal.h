@@ -1,0 +1,80 @@
+// Internal to conv.cpp / pool.cpp and their AVX2 twins: the geometry structs and the loop kernels
+// (direct convolution for C/groups == 1, pooling). The kernels live in convpool_kernels.inc, compiled
+// twice: in the namespace `generic` (baseline ISA, conv.cpp/pool.cpp) and `avx2` (convpool_avx2.cpp,
+// -mavx2 -mfma), and chosen at run time by cpu_path(). The .inc uses no std:: templates, so no inline
+// function compiled for AVX2 can be merged by the linker into the generic path.
+#pragma once
+#include <cstdint>
+
+#ifndef LAYERFORGE_HAVE_AVX2_BUILD
+#define LAYERFORGE_HAVE_AVX2_BUILD 0
+#endif
+
+namespace layerforge {
+struct View;
+namespace detail {
+
+struct ConvGeo {
+    int64_t N, C, H, W, K, R, S, P, Q, G, Cg, Kg;
+    int64_t sh, sw, pt, pl, dh, dw;
+    bool nhwc;
+};
+
+// Elements of one zero-padded input plane for the NCHW direct kernel.
+inline int64_t direct_scratch_size(const ConvGeo& g) {
+    return ((g.P - 1) * g.sh + (g.R - 1) * g.dh + 1) * ((g.Q - 1) * g.sw + (g.S - 1) * g.dw + 1);
+}
+
+// Scratch of the direct backward: NHWC per-chunk grad_w partials; NCHW per-thread padded planes + sums.
+inline int64_t direct_bwd_scratch_size(const ConvGeo& g, int nt) {
+    if (g.nhwc) return nt * g.R * g.S * g.K;
+    const int64_t a = direct_scratch_size(g), b = (g.H + (g.R - 1) * g.dh) * (g.W + (g.S - 1) * g.dw);
+    return nt * ((a > b ? a : b) + g.R * g.S * 64);
+}
+
+struct PoolGeo {
+    int64_t N, C, H, W, P, Q;
+    int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+    bool nhwc;
+    bool count_include_pad;
+    int64_t divisor;  // 0: none
+};
+
+bool is_c_contiguous(const View& v);                                       // conv.cpp
+void require_contiguous(const View& v, const char* op, const char* name);  // ValueError if not
+
+#define LF_DECLARE_CONVPOOL_KERNELS                                                                   \
+    /* direct conv, C/groups == 1. NHWC takes wt = weight as (R*S, K) (transposed by the caller); */  \
+    /* NCHW takes scratch: nt * Hp * Wp (direct_scratch_size) for zero-padded input planes.  */        \
+    template <typename T>                                                                             \
+    void conv_direct_fwd(const ConvGeo& g, const T* x, const T* w, const T* wt, const T* b, T* out,   \
+                         T* scratch, int nt);                                                         \
+    /* gx, gw may be null. scratch: direct_bwd_scratch_size(g, nt) elements.                    */ \
+    template <typename T>                                                                             \
+    void conv_direct_bwd(const ConvGeo& g, const T* go, const T* x, const T* w, const T* wt, T* gx,   \
+                         T* gw, T* gw_partial, int nt);                                               \
+    template <typename T>                                                                             \
+    void maxpool_fwd(const PoolGeo& g, const T* x, T* out, int64_t* idx, int nt);                     \
+    /* returns false when an index was out of range (that element is skipped) */                     \
+    template <typename T>                                                                             \
+    bool maxpool_bwd(const PoolGeo& g, const T* go, const int64_t* idx, T* gx, int nt);               \
+    template <typename T>                                                                             \
+    void avgpool_fwd(const PoolGeo& g, const T* x, T* out, int nt);                                   \
+    template <typename T>                                                                             \
+    void avgpool_bwd(const PoolGeo& g, const T* go, T* gx, int nt);                                   \
+    template <typename T>                                                                             \
+    void adaptive_avg_fwd(const PoolGeo& g, const T* x, T* out, int nt);                              \
+    template <typename T>                                                                             \
+    void adaptive_avg_bwd(const PoolGeo& g, const T* go, T* gx, int nt);
+
+namespace generic {
+LF_DECLARE_CONVPOOL_KERNELS
+}
+#if LAYERFORGE_HAVE_AVX2_BUILD
+namespace avx2 {
+LF_DECLARE_CONVPOOL_KERNELS
+}
+#endif
+
+}  // namespace detail
+}  // namespace layerforge

@@ -1,0 +1,313 @@
+"""layerforge.ops.conv2d / conv2d_backward against a plain float64 reference (and torch where installed)."""
+import threading
+
+import numpy as np
+import pytest
+
+import layerforge
+from layerforge import ops
+from conftest import rel_err
+
+
+# ---------------------------------------------------------------- the reference: slices of the padded input
+def _pads(padding, R, S, dil):
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if padding == "same":
+        th, tw = dil[0] * (R - 1), dil[1] * (S - 1)
+        return th // 2, th - th // 2, tw // 2, tw - tw // 2
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    return ph, ph, pw, pw
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def ref_conv(x, w, b, stride, padding, dil, groups, go=None):
+    """NCHW float64 conv2d; with go also returns (grad_x, grad_w, grad_b) of sum(out * go)."""
+    x = x.astype(np.float64)
+    w = w.astype(np.float64)
+    stride, dil = _pair(stride), _pair(dil)
+    N, C, H, W = x.shape
+    K, Cg, R, S = w.shape
+    pt, pb, pl, pr = _pads(padding, R, S, dil)
+    xp = np.zeros((N, C, H + pt + pb, W + pl + pr))
+    xp[:, :, pt:pt + H, pl:pl + W] = x
+    P = (H + pt + pb - dil[0] * (R - 1) - 1) // stride[0] + 1
+    Q = (W + pl + pr - dil[1] * (S - 1) - 1) // stride[1] + 1
+    Kg = K // groups
+    out = np.zeros((N, K, P, Q))
+    gxp = np.zeros_like(xp)
+    gw = np.zeros_like(w)
+    for r in range(R):
+        for s in range(S):
+            hs = slice(r * dil[0], r * dil[0] + stride[0] * (P - 1) + 1, stride[0])
+            ws = slice(s * dil[1], s * dil[1] + stride[1] * (Q - 1) + 1, stride[1])
+            for g in range(groups):
+                cs, ks = slice(g * Cg, (g + 1) * Cg), slice(g * Kg, (g + 1) * Kg)
+                patch = xp[:, cs, hs, ws]
+                out[:, ks] += np.einsum("ncpq,kc->nkpq", patch, w[ks, :, r, s])
+                if go is not None:
+                    gxp[:, cs, hs, ws] += np.einsum("nkpq,kc->ncpq", go[:, ks], w[ks, :, r, s])
+                    gw[ks, :, r, s] += np.einsum("nkpq,ncpq->kc", go[:, ks], patch)
+    if b is not None:
+        out += np.asarray(b, np.float64)[None, :, None, None]
+    if go is None:
+        return out
+    return out, gxp[:, :, pt:pt + H, pl:pl + W], gw, go.sum(axis=(0, 2, 3))
+
+
+def to_nhwc(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def to_nchw(a):
+    return a.transpose(0, 3, 1, 2)
+
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups): odd sizes, H != W, every algorithm
+CONFIGS = [
+    (2, 3, 9, 7, 4, 3, 3, 1, 1, 1, 1),           # im2col, pad 1
+    (3, 4, 11, 8, 6, 3, 2, 2, (1, 0), (2, 1), 2),  # groups, stride, dilation, asymmetric kernel
+    (2, 6, 7, 9, 6, 3, 3, 1, 1, 1, 6),           # depthwise
+    (2, 6, 7, 9, 12, 3, 3, 2, 1, 1, 6),          # depthwise with multiplier 2, stride 2
+    (2, 1, 10, 8, 5, 3, 3, 1, 0, 1, 1),          # one input channel (direct)
+    (1, 1, 6, 7, 3, 5, 3, (2, 1), 2, (1, 2), 1),  # direct, strided, dilated, kernel > stride
+    (2, 8, 5, 6, 4, 1, 1, 1, 0, 1, 1),           # 1x1
+    (5, 4, 6, 6, 4, 1, 1, 1, 0, 1, 2),           # 1x1 grouped, odd batch
+    (2, 5, 7, 6, 3, 1, 1, 2, 1, 1, 1),           # 1x1 with stride and padding: im2col
+    (3, 4, 8, 7, 5, 4, 2, 1, "same", 1, 1),      # same with an even kernel: asymmetric padding
+    (2, 4, 8, 9, 3, 3, 3, 1, "same", 2, 1),      # same + dilation
+    (2, 3, 6, 5, 2, 3, 3, 3, "valid", 1, 1),     # valid, stride 3
+    (2, 4, 3, 4, 4, 5, 5, 1, 2, 1, 2),           # kernel larger than the input (padding makes room)
+    (2, 4, 9, 8, 4, 3, 3, 1, 2, 2, 4),           # depthwise, dilated
+    (1, 3, 4, 5, 3, 3, 3, 1, 3, 1, 3),           # depthwise, padding larger than the kernel reach
+    (2, 2, 7, 6, 2, 5, 4, 1, (2, 1), 1, 2),      # depthwise 5x4
+]
+
+
+def _run(cfg, dtype, layout, rng, bias=True):
+    N, C, H, W, K, R, S, stride, padding, dil, groups = cfg
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((K, C // groups, R, S))
+    b = rng.standard_normal(K) if bias else None
+    out_ref = ref_conv(x, w, b, stride, padding, dil, groups)
+    go = rng.standard_normal(out_ref.shape)
+    _, gx_ref, gw_ref, gb_ref = ref_conv(x, w, b, stride, padding, dil, groups, go)
+    xa, wa, ba, goa = x.astype(dtype), w.astype(dtype), None if b is None else b.astype(dtype), go.astype(dtype)
+    if layout == "NHWC":
+        xa, wa, goa = to_nhwc(xa), to_nhwc(wa), to_nhwc(goa)
+    out = ops.conv2d(xa, wa, ba, stride, padding, dil, groups, layout=layout)
+    gx, gw, gb = ops.conv2d_backward(goa, xa, wa, stride, padding, dil, groups, bias=bias, layout=layout)
+    assert out.dtype == dtype and gx.dtype == dtype and gw.dtype == dtype
+    if layout == "NHWC":
+        out, gx, gw = to_nchw(out), to_nchw(gx), to_nchw(gw)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    assert out.shape == out_ref.shape
+    assert rel_err(out, out_ref) < tol, cfg
+    assert rel_err(gx, gx_ref) < tol, cfg
+    assert rel_err(gw, gw_ref) < tol, cfg
+    if bias:
+        assert rel_err(gb, gb_ref) < tol, cfg
+    else:
+        assert gb is None
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_configs(cpu_path, rng, dtype, layout):
+    for i, cfg in enumerate(CONFIGS):
+        _run(cfg, dtype, layout, rng, bias=i % 3 != 1)
+
+
+def test_random_configs(rng):
+    for _ in range(12):
+        groups = int(rng.choice([1, 1, 2, 3]))
+        Cg, Kg = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        R, S = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        dil = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        pad = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+        H = dil[0] * (R - 1) + 1 + int(rng.integers(0, 6))
+        W = dil[1] * (S - 1) + 1 + int(rng.integers(0, 6))
+        cfg = (int(rng.integers(1, 4)), Cg * groups, H, W, Kg * groups, R, S, stride, pad, dil, groups)
+        _run(cfg, np.float64, str(rng.choice(["NCHW", "NHWC"])), rng, bias=bool(rng.integers(0, 2)))
+
+
+@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[2], CONFIGS[6]], ids=["im2col", "depthwise", "1x1"])
+def test_threads_and_determinism(threads, rng, cfg):
+    # batch 4 (splits over threads) and 3 (threads inside the GEMM) both checked; results repeat exactly
+    for n in (4, 3):
+        cfg2 = (n,) + cfg[1:]
+        _run(cfg2, np.float32, "NCHW", rng)
+        N, C, H, W, K, R, S, stride, padding, dil, groups = cfg2
+        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+        w = rng.standard_normal((K, C // groups, R, S)).astype(np.float32)
+        go = ops.conv2d(x, w, None, stride, padding, dil, groups)
+        a = ops.conv2d_backward(go, x, w, stride, padding, dil, groups)
+        b = ops.conv2d_backward(go, x, w, stride, padding, dil, groups)
+        for u, v in zip(a, b):
+            assert np.array_equal(u, v)
+
+
+def test_finite_differences(rng):
+    for cfg in (CONFIGS[1], CONFIGS[3], CONFIGS[5], CONFIGS[9]):
+        N, C, H, W, K, R, S, stride, padding, dil, groups = cfg
+        for layout in ("NCHW", "NHWC"):
+            x = rng.standard_normal((N, C, H, W))
+            w = rng.standard_normal((K, C // groups, R, S))
+            b = rng.standard_normal(K)
+            if layout == "NHWC":
+                x, w = to_nhwc(x), to_nhwc(w)
+            out = ops.conv2d(x, w, b, stride, padding, dil, groups, layout=layout)
+            G = rng.standard_normal(out.shape)
+            gx, gw, gb = ops.conv2d_backward(G, x, w, stride, padding, dil, groups, layout=layout)
+
+            def loss(x_, w_, b_):
+                return float(np.sum(ops.conv2d(x_, w_, b_, stride, padding, dil, groups, layout=layout) * G))
+
+            eps = 1e-6
+            for arr, grad, which in ((x, gx, 0), (w, gw, 1), (b, gb, 2)):
+                V = rng.standard_normal(arr.shape)
+                args_p, args_m = [x, w, b], [x, w, b]
+                args_p[which] = arr + eps * V
+                args_m[which] = arr - eps * V
+                fd = (loss(*args_p) - loss(*args_m)) / (2 * eps)
+                assert abs(fd - np.sum(grad * V)) < 1e-6 * max(1.0, abs(fd)), (cfg, layout, which)
+
+
+def test_non_contiguous(rng):
+    N, C, H, W, K = 2, 4, 9, 7, 6
+    base = rng.standard_normal((N, W * 2, C, H))        # x as a transposed, strided view, H != W
+    x = base[:, ::2].transpose(0, 2, 3, 1)
+    assert not x.flags.c_contiguous and x.shape == (N, C, H, W)
+    wbase = rng.standard_normal((3, 3, C // 2, K))
+    w = wbase.transpose(3, 2, 0, 1)
+    b = rng.standard_normal(2 * K)[::2]
+    out = ops.conv2d(x, w, b, 1, 1, 1, 2)
+    assert rel_err(out, ref_conv(x, w, b, 1, 1, 1, 2)) < 1e-12
+    go = rng.standard_normal((N, H, W, 2 * K))[..., ::2].transpose(0, 3, 1, 2)
+    gx, gw, gb = ops.conv2d_backward(go, x, w, 1, 1, 1, 2)
+    _, gx_r, gw_r, gb_r = ref_conv(x, w, b, 1, 1, 1, 2, go)
+    assert rel_err(gx, gx_r) < 1e-12 and rel_err(gw, gw_r) < 1e-12 and rel_err(gb, gb_r) < 1e-12
+    # NHWC from a transposed NCHW array (a view, not contiguous)
+    out2 = ops.conv2d(np.asarray(x).transpose(0, 2, 3, 1), w.transpose(0, 2, 3, 1), b, 1, 1, 1, 2, layout="NHWC")
+    assert rel_err(to_nchw(out2), out) < 1e-12
+
+
+def test_algorithms():
+    x = np.zeros((2, 8, 6, 5), np.float32)
+    assert ops.conv2d_algorithm(x, np.zeros((4, 8, 1, 1), np.float32)) == "gemm_1x1"
+    assert ops.conv2d_algorithm(x, np.zeros((4, 8, 1, 1), np.float32), stride=2) == "im2col_gemm"
+    assert ops.conv2d_algorithm(x, np.zeros((4, 8, 3, 3), np.float32)) == "im2col_gemm"
+    assert ops.conv2d_algorithm(x, np.zeros((8, 1, 3, 3), np.float32), groups=8) == "direct"
+    assert ops.conv2d_algorithm(x[:, :1], np.zeros((32, 1, 3, 3), np.float32)) == "im2col_gemm"
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col"])
+def test_forced_algorithm(monkeypatch, cpu_path, rng, algo):
+    # every config through the forced path (direct applies where C/groups == 1), both layouts
+    monkeypatch.setenv("LAYERFORGE_CONV_ALGO", algo)
+    x = np.zeros((1, 1, 5, 5))
+    assert ops.conv2d_algorithm(x, np.zeros((2, 1, 3, 3))) == ("direct" if algo == "direct" else "im2col_gemm")
+    for i, cfg in enumerate(CONFIGS):
+        for layout in ("NCHW", "NHWC"):
+            _run(cfg, np.float64, layout, rng, bias=i % 2 == 0)
+
+
+def test_tutorial_shapes_float32(rng):
+    # The tutorial CNN's two conv layers at a small batch, against the float64 reference.
+    for (C, H, K) in ((1, 28, 32), (32, 13, 64)):
+        x = rng.standard_normal((3, C, H, H)).astype(np.float32)
+        w = (rng.standard_normal((K, C, 3, 3)) / np.sqrt(9 * C)).astype(np.float32)
+        b = rng.standard_normal(K).astype(np.float32)
+        go = rng.standard_normal((3, K, H - 2, H - 2)).astype(np.float32)
+        out_r, gx_r, gw_r, gb_r = ref_conv(x, w, b, 1, 0, 1, 1, go.astype(np.float64))
+        out = ops.conv2d(x, w, b)
+        gx, gw, gb = ops.conv2d_backward(go, x, w)
+        for got, ref in ((out, out_r), (gx, gx_r), (gw, gw_r), (gb, gb_r)):
+            assert rel_err(got, ref) < 1e-5
+
+
+def test_against_torch(rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    for cfg in CONFIGS:
+        N, C, H, W, K, R, S, stride, padding, dil, groups = cfg
+        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+        w = rng.standard_normal((K, C // groups, R, S)).astype(np.float32)
+        b = rng.standard_normal(K).astype(np.float32)
+        xt = torch.tensor(x, requires_grad=True)
+        wt = torch.tensor(w, requires_grad=True)
+        bt = torch.tensor(b, requires_grad=True)
+        ref = F.conv2d(xt, wt, bt, _pair(stride), padding if isinstance(padding, str) else _pair(padding),
+                       _pair(dil), groups)
+        go = rng.standard_normal(tuple(ref.shape)).astype(np.float32)
+        ref.backward(torch.tensor(go))
+        out = ops.conv2d(x, w, b, stride, padding, dil, groups)
+        gx, gw, gb = ops.conv2d_backward(go, x, w, stride, padding, dil, groups)
+        assert rel_err(out, ref.detach().numpy()) < 1e-5
+        assert rel_err(gx, xt.grad.numpy()) < 1e-5
+        assert rel_err(gw, wt.grad.numpy()) < 1e-5
+        assert rel_err(gb, bt.grad.numpy()) < 1e-5
+
+
+def test_two_python_threads(rng):
+    x = rng.standard_normal((4, 8, 12, 11)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    expected = ops.conv2d(x, w, padding=1)
+    results = [None, None]
+
+    def work(i):
+        for _ in range(5):
+            results[i] = ops.conv2d(x, w, padding=1)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for r in results:
+        assert np.array_equal(r, expected)
+
+
+# ---------------------------------------------------------------- bad input: clear errors, never a crash
+def _x(*shape, dtype=np.float32):
+    return np.zeros(shape, dtype)
+
+
+@pytest.mark.parametrize(
+    "call, exc, words",
+    [
+        (lambda: ops.conv2d(_x(2, 3, 8, 8), _x(4, 2, 3, 3)), ValueError, ["channel mismatch", "(4, 2, 3, 3)", "(2, 3, 8, 8)"]),
+        (lambda: ops.conv2d(_x(2, 6, 8, 8), _x(4, 2, 3, 3), groups=4), ValueError, ["groups=4", "6"]),
+        (lambda: ops.conv2d(_x(2, 6, 8, 8), _x(5, 2, 3, 3), groups=3), ValueError, ["groups=3", "(5, 2, 3, 3)"]),
+        (lambda: ops.conv2d(_x(2, 3, 4, 4), _x(4, 3, 7, 3)), ValueError, ["larger than the padded input", "(2, 3, 4, 4)"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8), _x(4, 3, 3, 3), stride=0), ValueError, ["stride"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8), _x(4, 3, 3, 3), stride=(1, -1)), ValueError, ["stride"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8), _x(4, 3, 3, 3), dilation=0), ValueError, ["dilation"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8), _x(4, 3, 3, 3), padding=-1), ValueError, ["padding"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8), _x(4, 3, 3, 3), padding="full"), ValueError, ["padding", "full"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8), _x(4, 3, 3, 3), stride=2, padding="same"), ValueError, ["same"]),
+        (lambda: ops.conv2d(_x(3, 8, 8), _x(4, 3, 3, 3)), ValueError, ["x must be 4-d", "(3, 8, 8)"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8), _x(4, 3, 3)), ValueError, ["weight must be 4-d", "(4, 3, 3)"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8), _x(4, 3, 3, 3), groups=0), ValueError, ["groups"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8), _x(4, 3, 3, 3), bias=_x(5)), ValueError, ["bias", "(5,)"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8, dtype=np.int32), _x(4, 3, 3, 3)), TypeError, ["int32"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8, dtype=np.float16), _x(4, 3, 3, 3)), TypeError, ["float16"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8), _x(4, 3, 3, 3, dtype=np.float64)), TypeError, ["float64", "float32"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8), _x(4, 3, 3, 3), stride=1.5), TypeError, ["stride"]),
+        (lambda: ops.conv2d(_x(2, 3, 8, 8), _x(4, 3, 3, 3), layout="NWHC"), ValueError, ["layout"]),
+        (lambda: ops.conv2d(_x(2, 8, 8, 3), _x(4, 3, 3, 2), layout="NHWC"), ValueError, ["channel mismatch"]),
+        (lambda: ops.conv2d_backward(_x(2, 4, 5, 6), _x(2, 3, 8, 8), _x(4, 3, 3, 3)), ValueError,
+         ["grad_out", "(2, 4, 5, 6)", "(2, 4, 6, 6)"]),
+        (lambda: ops.conv2d_backward(_x(2, 4, 6, 6, dtype=np.float64), _x(2, 3, 8, 8), _x(4, 3, 3, 3)), TypeError,
+         ["grad_out"]),
+    ],
+)
+def test_bad_input(call, exc, words):
+    with pytest.raises(exc) as info:
+        call()
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
