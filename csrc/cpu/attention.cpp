@@ -1,0 +1,392 @@
+// Scaled-dot-product attention, FlashAttention-style (see layerforge/attention.h).
+//
+// Forward: work items are (batch index, tile of BR query rows), scheduled dynamically over the threads
+// (causal tiles differ in work). Each item walks the key tiles of BC keys: S = scale Q_i K_j^T (BR x BC,
+// the packed GEMM on one thread), mask, then the online softmax per row (running max m and sum l; the
+// output rows, accumulated in place in `out`, are rescaled by exp(m_old - m_new)), then out_i += P V_j.
+// Under causal masking the key tiles right of the diagonal are never visited. At the end out /= l and
+// lse = m + log l. Scratch: one BR x BC tile per thread.
+// Backward (FlashAttention-2): Di = rowsum(dO o O) first; then work items are (batch index, chunk of key
+// tiles). For each key tile j and each query tile i that can see it, P = exp(S - lse) is recomputed from
+// the saved lse, and dV_j += P^T dO_i, dP = dO_i V_j^T, dS = P o (dP - Di), dK_j += scale dS^T Q_i,
+// dQ_i += scale dS K_j. A batch index belongs to one thread when there are at least as many batch indices
+// as threads; otherwise its key tiles are split into chunks whose dQ go to private buffers summed in a
+// fixed order afterwards (deterministic: no atomics).
+#include "layerforge/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "layerforge/gemm.h"
+#include "layerforge/runtime.h"
+#include "cpu_internal.h"
+#include "seq_pointwise.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace layerforge {
+
+namespace {
+
+using detail::ArenaSlot;
+using detail::thread_arena;
+
+constexpr int64_t kBrF = 64, kBcF = 128;  // forward tiles (query rows x keys)
+constexpr int64_t kBrB = 64, kBcB = 64;   // backward tiles
+
+void fail(const std::string& what) { throw ValueError("scaled_dot_product_attention: " + what); }
+
+inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+// Dropout keep decision for element (n, i, j): a counter-based hash, identical in forward and backward.
+inline bool keep_elem(uint64_t seed, uint64_t idx, double p) {
+    const uint64_t h = mix64(idx * 0x9E3779B97F4A7C15ULL + mix64(seed + 0x632BE59BD9B4E019ULL));
+    const double u = static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0);
+    return u >= p;
+}
+
+template <typename T>
+struct Ctx {
+    int64_t B1, B2, L, S, D, Dv;
+    const T *q, *k, *v;
+    int64_t qs[3], ks[3], vs[3];  // strides of b1, b2, row (last dim stride 1)
+    const AttentionMask* mask;
+    T scale;
+    bool causal;
+    double p;
+    uint64_t seed;
+    int64_t N() const { return B1 * B2; }
+    int64_t off(const int64_t* s, int64_t n) const { return (n / B2) * s[0] + (n % B2) * s[1]; }
+};
+
+// Adds the mask / causal -inf to the score tile rows [i0, i0+r) x cols [j0, j0+c) (row stride ld).
+template <typename T>
+void apply_mask(const Ctx<T>& cx, int64_t n, int64_t i0, int64_t r, int64_t j0, int64_t c, T* s, int64_t ld) {
+    const T ninf = -std::numeric_limits<T>::infinity();
+    const AttentionMask& m = *cx.mask;
+    if (m.data) {
+        const int64_t base = (n / cx.B2) * m.strides[0] + (n % cx.B2) * m.strides[1];
+        for (int64_t ii = 0; ii < r; ++ii) {
+            T* row = s + ii * ld;
+            const int64_t o = base + (i0 + ii) * m.strides[2] + j0 * m.strides[3];
+            if (m.is_bool) {
+                const uint8_t* mp = static_cast<const uint8_t*>(m.data) + o;
+                for (int64_t jj = 0; jj < c; ++jj)
+                    if (!mp[jj * m.strides[3]]) row[jj] = ninf;
+            } else {
+                const T* mp = static_cast<const T*>(m.data) + o;
+                const int64_t st = m.strides[3];
+                if (st == 1)
+                    for (int64_t jj = 0; jj < c; ++jj) row[jj] += mp[jj];
+                else
+                    for (int64_t jj = 0; jj < c; ++jj) row[jj] += mp[jj * st];
+            }
+        }
+    }
+    if (cx.causal && j0 + c - 1 > i0)
+        for (int64_t ii = 0; ii < r; ++ii) {
+            const int64_t first = std::max<int64_t>(0, i0 + ii + 1 - j0);  // keys j > i masked
+            for (int64_t jj = first; jj < c; ++jj) s[ii * ld + jj] = ninf;
+        }
+}
+
+template <typename T>
+void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
+    const int64_t N = cx.N(), L = cx.L, S = cx.S, D = cx.D, Dv = cx.Dv;
+    const int64_t nqt = (L + kBrF - 1) / kBrF;
+    const int64_t items = N * nqt;
+    const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), items)));
+    const detail::SeqKernels<T> kern = detail::seq_kernels<T>();
+    const T ninf = -std::numeric_limits<T>::infinity();
+    const T inv_keep = cx.p > 0 ? T(1.0 / (1.0 - cx.p)) : T(1);
+    T* O = out.ptr<T>();
+    T* LSE = lse.ptr<T>();
+    const int64_t os[3] = {out.strides[0], out.strides[1], out.strides[2]};
+    const int64_t ls[3] = {lse.strides[0], lse.strides[1], lse.strides[2]};
+
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; ++it) {
+        const int64_t n = it / nqt, i0 = (it % nqt) * kBrF, r = std::min(kBrF, L - i0);
+        T* sb = thread_arena(ArenaSlot::k0).get_as<T>(static_cast<size_t>(kBrF * kBcF + 2 * kBrF));
+        T* m = sb + kBrF * kBcF;
+        T* l = m + kBrF;
+        const T* Q = cx.q + cx.off(cx.qs, n) + i0 * cx.qs[2];
+        const T* K = cx.k + cx.off(cx.ks, n);
+        const T* V = cx.v + cx.off(cx.vs, n);
+        T* Ob = O + cx.off(os, n) + i0 * os[2];
+        for (int64_t ii = 0; ii < r; ++ii) {
+            m[ii] = ninf;
+            l[ii] = 0;
+            std::memset(Ob + ii * os[2], 0, sizeof(T) * Dv);
+        }
+        const int64_t j_end = cx.causal ? std::min(S, i0 + r) : S;
+        for (int64_t j0 = 0; j0 < j_end; j0 += kBcF) {
+            const int64_t c = std::min(kBcF, j_end - j0);
+            gemm_strided<T>(r, c, D, cx.scale, Q, cx.qs[2], 1, K + j0 * cx.ks[2], 1, cx.ks[2], T(0), sb, kBcF, 1, 1);
+            apply_mask(cx, n, i0, r, j0, c, sb, kBcF);
+            for (int64_t ii = 0; ii < r; ++ii) {
+                T* s = sb + ii * kBcF;
+                const T mt = kern.row_max(s, c);
+                const T mn = std::max(m[ii], mt);
+                if (mn == ninf) {  // everything so far masked: nothing to add
+                    std::memset(s, 0, sizeof(T) * c);
+                    continue;
+                }
+                const T alpha = std::exp(m[ii] - mn);  // 0 when m was -inf
+                const T sum = kern.exp_sub_sum(s, c, mn);
+                l[ii] = l[ii] * alpha + sum;
+                m[ii] = mn;
+                if (alpha != T(1)) {
+                    T* o = Ob + ii * os[2];
+                    for (int64_t d = 0; d < Dv; ++d) o[d] *= alpha;
+                }
+                if (cx.p > 0) {
+                    const uint64_t base = static_cast<uint64_t>((n * L + i0 + ii) * S + j0);
+                    for (int64_t jj = 0; jj < c; ++jj)
+                        s[jj] = keep_elem(cx.seed, base + jj, cx.p) ? s[jj] * inv_keep : T(0);
+                }
+            }
+            gemm_strided<T>(r, Dv, c, T(1), sb, kBcF, 1, V + j0 * cx.vs[2], cx.vs[2], 1, T(1), Ob, os[2], 1, 1);
+        }
+        T* lrow = LSE + cx.off(ls, n) + i0 * ls[2];
+        for (int64_t ii = 0; ii < r; ++ii) {
+            T* o = Ob + ii * os[2];
+            if (l[ii] > 0) {
+                const T inv = T(1) / l[ii];
+                for (int64_t d = 0; d < Dv; ++d) o[d] *= inv;
+                lrow[ii * ls[2]] = m[ii] + std::log(l[ii]);
+            } else {
+                for (int64_t d = 0; d < Dv; ++d) o[d] = 0;
+                lrow[ii * ls[2]] = ninf;
+            }
+        }
+    }
+}
+
+template <typename T>
+void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const View& gout, const View& gq,
+                   const View& gk, const View& gv) {
+    const int64_t N = cx.N(), L = cx.L, S = cx.S, D = cx.D, Dv = cx.Dv;
+    const int threads = std::max(1, get_num_threads());
+    const detail::SeqKernels<T> kern = detail::seq_kernels<T>();
+    const T ninf = -std::numeric_limits<T>::infinity();
+    const T inv_keep = cx.p > 0 ? T(1.0 / (1.0 - cx.p)) : T(1);
+    const int64_t nkt = (S + kBcB - 1) / kBcB;
+    const int64_t chunks = (N >= threads || nkt <= 1) ? 1 : std::min<int64_t>(threads, nkt);
+    const int64_t items = N * chunks;
+    // Di (N x L) and, when chunked, the private dQ buffers (items x L x D): master's slot k1
+    const size_t dq_part = chunks > 1 ? static_cast<size_t>(items * L * D) : 0;
+    T* Di = thread_arena(ArenaSlot::k1).get_as<T>(static_cast<size_t>(N * L) + dq_part + 1);
+    T* dQp = Di + N * L;
+    const T* O = out.ptr<T>();
+    const T* GO = gout.ptr<T>();
+    const T* LSE = lse.ptr<T>();
+    const int64_t os[3] = {out.strides[0], out.strides[1], out.strides[2]};
+    const int64_t gs[3] = {gout.strides[0], gout.strides[1], gout.strides[2]};
+    const int64_t ls[3] = {lse.strides[0], lse.strides[1], lse.strides[2]};
+    T* GQ = gq.ptr<T>();
+    T* GK = gk.ptr<T>();
+    T* GV = gv.ptr<T>();
+    const int nt_rows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, N * L / 256)));
+#pragma omp parallel for num_threads(nt_rows) schedule(static)
+    for (int64_t nl = 0; nl < N * L; ++nl) {
+        const int64_t n = nl / L, i = nl % L;
+        const T* o = O + cx.off(os, n) + i * os[2];
+        const T* g = GO + cx.off(gs, n) + i * gs[2];
+        T acc = 0;
+        for (int64_t d = 0; d < Dv; ++d) acc += o[d] * g[d];
+        Di[nl] = acc;
+    }
+    const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, items)));
+
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; ++it) {
+        const int64_t n = it / chunks, chunk = it % chunks;
+        T* buf = thread_arena(ArenaSlot::k0).get_as<T>(static_cast<size_t>(3 * kBrB * kBcB));
+        T* sb = buf;                // S, then P
+        T* dp = buf + kBrB * kBcB;  // dP, then dS
+        T* pd = dp + kBrB * kBcB;   // dropped P (dropout only)
+        const T* Q = cx.q + cx.off(cx.qs, n);
+        const T* K = cx.k + cx.off(cx.ks, n);
+        const T* V = cx.v + cx.off(cx.vs, n);
+        const T* Gn = GO + cx.off(gs, n);
+        const T* Ln = LSE + cx.off(ls, n);
+        const T* Dn = Di + n * L;
+        T* dQ = chunks > 1 ? dQp + it * L * D : GQ + n * L * D;
+        T* dK = GK + n * S * D;
+        T* dV = GV + n * S * Dv;
+        std::memset(dQ, 0, sizeof(T) * L * D);
+        for (int64_t jt = chunk; jt < nkt; jt += chunks) {
+            const int64_t j0 = jt * kBcB, c = std::min(kBcB, S - j0);
+            std::memset(dK + j0 * D, 0, sizeof(T) * c * D);
+            std::memset(dV + j0 * Dv, 0, sizeof(T) * c * Dv);
+            const int64_t i_start = cx.causal ? (j0 / kBrB) * kBrB : 0;
+            for (int64_t i0 = i_start; i0 < L; i0 += kBrB) {
+                const int64_t r = std::min(kBrB, L - i0);
+                gemm_strided<T>(r, c, D, cx.scale, Q + i0 * cx.qs[2], cx.qs[2], 1, K + j0 * cx.ks[2], 1, cx.ks[2],
+                                T(0), sb, kBcB, 1, 1);
+                apply_mask(cx, n, i0, r, j0, c, sb, kBcB);
+                for (int64_t ii = 0; ii < r; ++ii) {
+                    const T lv = Ln[(i0 + ii) * ls[2]];
+                    T* s = sb + ii * kBcB;
+                    if (lv == ninf) std::memset(s, 0, sizeof(T) * c);
+                    else kern.exp_sub_sum(s, c, lv);
+                }
+                // dP = dO_i V_j^T
+                gemm_strided<T>(r, c, Dv, T(1), Gn + i0 * gs[2], gs[2], 1, V + j0 * cx.vs[2], 1, cx.vs[2], T(0), dp,
+                                kBcB, 1, 1);
+                const T* pv = sb;
+                if (cx.p > 0) {
+                    for (int64_t ii = 0; ii < r; ++ii) {
+                        const uint64_t base = static_cast<uint64_t>((n * L + i0 + ii) * S + j0);
+                        for (int64_t jj = 0; jj < c; ++jj) {
+                            const bool kp = keep_elem(cx.seed, base + jj, cx.p);
+                            pd[ii * kBcB + jj] = kp ? sb[ii * kBcB + jj] * inv_keep : T(0);
+                            dp[ii * kBcB + jj] = kp ? dp[ii * kBcB + jj] * inv_keep : T(0);
+                        }
+                    }
+                    pv = pd;
+                }
+                // dV_j += P^T dO_i
+                gemm_strided<T>(c, Dv, r, T(1), pv, 1, kBcB, Gn + i0 * gs[2], gs[2], 1, T(1), dV + j0 * Dv, Dv, 1, 1);
+                // dS = P o (dP - Di)
+                for (int64_t ii = 0; ii < r; ++ii) {
+                    const T di = Dn[i0 + ii];
+                    const T* prow = sb + ii * kBcB;
+                    T* drow = dp + ii * kBcB;
+                    for (int64_t jj = 0; jj < c; ++jj) drow[jj] = prow[jj] * (drow[jj] - di);
+                }
+                // dK_j += scale dS^T Q_i ; dQ_i += scale dS K_j
+                gemm_strided<T>(c, D, r, cx.scale, dp, 1, kBcB, Q + i0 * cx.qs[2], cx.qs[2], 1, T(1), dK + j0 * D, D,
+                                1, 1);
+                gemm_strided<T>(r, D, c, cx.scale, dp, kBcB, 1, K + j0 * cx.ks[2], cx.ks[2], 1, T(1), dQ + i0 * D, D,
+                                1, 1);
+            }
+        }
+    }
+    if (chunks > 1) {
+        const int64_t per = L * D;
+        const int ntr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, N * per / 4096)));
+#pragma omp parallel for num_threads(ntr) schedule(static)
+        for (int64_t e = 0; e < N * per; ++e) {
+            const int64_t n = e / per, o = e % per;
+            T acc = 0;
+            for (int64_t ch = 0; ch < chunks; ++ch) acc += dQp[(n * chunks + ch) * per + o];
+            GQ[e] = acc;
+        }
+    }
+}
+
+void expect4(const View& v, const char* name) {
+    if (v.ndim != 4) fail(std::string(name) + " must be 4-d (B1, B2, rows, features), got " + v.shape_str());
+    if (v.shape[3] > 1 && v.strides[3] != 1) fail(std::string(name) + " must have unit stride in its last dim");
+}
+
+bool contiguous(const View& v) {
+    int64_t st = 1;
+    for (int d = v.ndim - 1; d >= 0; --d) {
+        if (v.shape[d] != 1 && v.strides[d] != st) return false;
+        st *= v.shape[d];
+    }
+    return true;
+}
+
+template <typename T>
+Ctx<T> make_ctx(const View& q, const View& k, const View& v, const AttentionMask& mask, const AttentionParams& p) {
+    Ctx<T> cx;
+    cx.B1 = q.shape[0];
+    cx.B2 = q.shape[1];
+    cx.L = q.shape[2];
+    cx.D = q.shape[3];
+    cx.S = k.shape[2];
+    cx.Dv = v.shape[3];
+    cx.q = q.ptr<T>();
+    cx.k = k.ptr<T>();
+    cx.v = v.ptr<T>();
+    for (int d = 0; d < 3; ++d) {
+        cx.qs[d] = q.strides[d];
+        cx.ks[d] = k.strides[d];
+        cx.vs[d] = v.strides[d];
+    }
+    cx.mask = &mask;
+    cx.scale = std::isnan(p.scale) ? T(1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(1, cx.D))))
+                                   : static_cast<T>(p.scale);
+    cx.causal = p.is_causal;
+    cx.p = p.dropout_p;
+    cx.seed = p.seed;
+    return cx;
+}
+
+void check_inputs(const View& q, const View& k, const View& v, const AttentionMask& mask, const AttentionParams& p) {
+    expect4(q, "q");
+    expect4(k, "k");
+    expect4(v, "v");
+    if (q.dtype != DType::f32 && q.dtype != DType::f64)
+        throw DTypeError(std::string("scaled_dot_product_attention: unsupported dtype ") + dtype_name(q.dtype));
+    if (k.dtype != q.dtype || v.dtype != q.dtype)
+        throw DTypeError("scaled_dot_product_attention: q, k and v must have the same dtype");
+    for (int d = 0; d < 2; ++d)
+        if (k.shape[d] != q.shape[d] || v.shape[d] != q.shape[d])
+            fail("batch dims of q " + q.shape_str() + ", k " + k.shape_str() + " and v " + v.shape_str() +
+                 " must match");
+    if (k.shape[3] != q.shape[3])
+        fail("q " + q.shape_str() + " and k " + k.shape_str() + " must have the same feature size D");
+    if (v.shape[2] != k.shape[2])
+        fail("k " + k.shape_str() + " and v " + v.shape_str() + " must have the same number of keys S");
+    if (mask.data && p.is_causal) fail("attn_mask and is_causal cannot both be given");
+    if (!(p.dropout_p >= 0.0 && p.dropout_p < 1.0)) fail("dropout_p must be in [0, 1)");
+}
+
+void expect_shape(const View& v, const char* name, int64_t a, int64_t b, int64_t c, int64_t d, int nd = 4) {
+    const int64_t s[4] = {a, b, c, d};
+    bool ok = v.ndim == nd;
+    for (int i = 0; ok && i < nd; ++i) ok = v.shape[i] == s[i];
+    if (!ok) fail(std::string(name) + " has shape " + v.shape_str() + ", which does not fit q, k and v");
+}
+
+}  // namespace
+
+void sdpa_forward(const View& q, const View& k, const View& v, const AttentionMask& mask, const AttentionParams& p,
+                  const View& out, const View& lse) {
+    check_inputs(q, k, v, mask, p);
+    expect4(out, "out");
+    expect_shape(out, "out", q.shape[0], q.shape[1], q.shape[2], v.shape[3]);
+    expect_shape(lse, "lse", q.shape[0], q.shape[1], q.shape[2], 0, 3);
+    if (out.dtype != q.dtype || lse.dtype != q.dtype) throw DTypeError("scaled_dot_product_attention: out/lse dtype");
+    if (q.dtype == DType::f32)
+        forward_impl<float>(make_ctx<float>(q, k, v, mask, p), out, lse);
+    else
+        forward_impl<double>(make_ctx<double>(q, k, v, mask, p), out, lse);
+}
+
+void sdpa_backward(const View& q, const View& k, const View& v, const AttentionMask& mask, const AttentionParams& p,
+                   const View& out, const View& lse, const View& grad_out, const View& grad_q, const View& grad_k,
+                   const View& grad_v) {
+    check_inputs(q, k, v, mask, p);
+    expect4(out, "out");
+    expect4(grad_out, "grad_out");
+    expect_shape(out, "out", q.shape[0], q.shape[1], q.shape[2], v.shape[3]);
+    expect_shape(grad_out, "grad_out", q.shape[0], q.shape[1], q.shape[2], v.shape[3]);
+    expect_shape(lse, "lse", q.shape[0], q.shape[1], q.shape[2], 0, 3);
+    expect_shape(grad_q, "grad_q", q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+    expect_shape(grad_k, "grad_k", k.shape[0], k.shape[1], k.shape[2], k.shape[3]);
+    expect_shape(grad_v, "grad_v", v.shape[0], v.shape[1], v.shape[2], v.shape[3]);
+    for (const View* w : {&out, &lse, &grad_out, &grad_q, &grad_k, &grad_v})
+        if (w->dtype != q.dtype) throw DTypeError("scaled_dot_product_attention: all arrays must have q's dtype");
+    if (!contiguous(grad_q) || !contiguous(grad_k) || !contiguous(grad_v))
+        fail("grad_q, grad_k and grad_v must be C-contiguous");
+    if (q.dtype == DType::f32)
+        backward_impl<float>(make_ctx<float>(q, k, v, mask, p), out, lse, grad_out, grad_q, grad_k, grad_v);
+    else
+        backward_impl<double>(make_ctx<double>(q, k, v, mask, p), out, lse, grad_out, grad_q, grad_k, grad_v);
+}
+
+}  // namespace layerforge
