@@ -36,7 +36,7 @@ namespace {
 using detail::ArenaSlot;
 using detail::thread_arena;
 
-constexpr int64_t kBrF = 64, kBcF = 128;  // forward tiles (query rows x keys)
+constexpr int64_t kBrF = 48, kBcF = 128;  // forward tiles (query rows, rounded down to MR; keys)
 constexpr int64_t kBrB = 64, kBcB = 64;   // backward tiles
 
 void fail(const std::string& what) { throw ValueError("scaled_dot_product_attention: " + what); }
@@ -101,9 +101,16 @@ void apply_mask(const Ctx<T>& cx, int64_t n, int64_t i0, int64_t r, int64_t j0, 
 template <typename T>
 void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
     const int64_t N = cx.N(), L = cx.L, S = cx.S, D = cx.D, Dv = cx.Dv;
-    const int64_t nqt = (L + kBrF - 1) / kBrF;
-    const int64_t items = N * nqt;
-    const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), items)));
+    const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
+    const int64_t mr = ki.mr, nr = ki.nr;
+    const int64_t BR = kBrF / mr * mr, BC = kBcF;  // BC is a multiple of every nr
+    const int64_t mtile = BR / mr;
+    const int64_t nqt = (L + BR - 1) / BR;
+    const int64_t nkt = (S + BC - 1) / BC;
+    const int64_t nkp = (S + nr - 1) / nr;     // key panels of nr keys
+    const int64_t nvp = (Dv + nr - 1) / nr;    // value panels of nr features
+    const int64_t DvP = nvp * nr;
+    const int threads = std::max(1, get_num_threads());
     const detail::SeqKernels<T> kern = detail::seq_kernels<T>();
     const T ninf = -std::numeric_limits<T>::infinity();
     const T inv_keep = cx.p > 0 ? T(1.0 / (1.0 - cx.p)) : T(1);
@@ -112,56 +119,131 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
     const int64_t os[3] = {out.strides[0], out.strides[1], out.strides[2]};
     const int64_t ls[3] = {lse.strides[0], lse.strides[1], lse.strides[2]};
 
+    // K and V of every batch index packed once as the micro-kernel's B panels (master's slot k1):
+    //   Kp[n][kp]: [D][nr] of keys kp*nr.. (zero past S);  Vp[n][jt][vp]: [BC][nr] of the keys of key
+    //   tile jt and features vp*nr.. (zero past S / Dv). O(N (S D + S Dv)): grows with S, not L x S.
+    const int64_t k_per = nkp * D * nr, v_per = nkt * nvp * BC * nr;
+    T* Kp = thread_arena(ArenaSlot::k1).get_as<T>(static_cast<size_t>(N * (k_per + v_per) + 1));
+    T* Vp = Kp + N * k_per;
+    const int npk = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, N * (nkp + nkt))));
+#pragma omp parallel for num_threads(npk) schedule(static)
+    for (int64_t w = 0; w < N * (nkp + nkt); ++w) {
+        const int64_t n = w / (nkp + nkt), e = w % (nkp + nkt);
+        if (e < nkp) {
+            const T* K = cx.k + cx.off(cx.ks, n);
+            T* dst = Kp + n * k_per + e * D * nr;
+            for (int64_t j = 0; j < nr; ++j) {
+                const int64_t key = e * nr + j;
+                const T* kr = K + key * cx.ks[2];
+                if (key < S)
+                    for (int64_t d = 0; d < D; ++d) dst[d * nr + j] = kr[d];
+                else
+                    for (int64_t d = 0; d < D; ++d) dst[d * nr + j] = T(0);
+            }
+        } else {
+            const int64_t jt = e - nkp;
+            const T* V = cx.v + cx.off(cx.vs, n);
+            T* dst = Vp + n * v_per + jt * nvp * BC * nr;
+            for (int64_t kk = 0; kk < BC; ++kk) {
+                const int64_t key = jt * BC + kk;
+                for (int64_t vp = 0; vp < nvp; ++vp) {
+                    T* drow = dst + (vp * BC + kk) * nr;
+                    for (int64_t j = 0; j < nr; ++j) {
+                        const int64_t f = vp * nr + j;
+                        drow[j] = (key < S && f < Dv) ? V[key * cx.vs[2] + f] : T(0);
+                    }
+                }
+            }
+        }
+    }
+
+    const int64_t items = N * nqt;
+    const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, items)));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int64_t it = 0; it < items; ++it) {
-        const int64_t n = it / nqt, i0 = (it % nqt) * kBrF, r = std::min(kBrF, L - i0);
-        T* sb = thread_arena(ArenaSlot::k0).get_as<T>(static_cast<size_t>(kBrF * kBcF + 2 * kBrF));
-        T* m = sb + kBrF * kBcF;
-        T* l = m + kBrF;
+    for (int64_t itm = 0; itm < items; ++itm) {
+        const int64_t n = itm / nqt, i0 = (itm % nqt) * BR, r = std::min(BR, L - i0);
+        // per-thread scratch: S tile (BR x BC), packed Q (BR x D), packed P (BR x BC), O (BR x DvP), m, l
+        T* sb = thread_arena(ArenaSlot::k0).get_as<T>(
+            static_cast<size_t>(BR * BC + BR * D + BR * BC + BR * DvP + 2 * BR));
+        T* qp = sb + BR * BC;
+        T* pp = qp + BR * D;
+        T* oa = pp + BR * BC;
+        T* m = oa + BR * DvP;
+        T* l = m + BR;
         const T* Q = cx.q + cx.off(cx.qs, n) + i0 * cx.qs[2];
-        const T* K = cx.k + cx.off(cx.ks, n);
-        const T* V = cx.v + cx.off(cx.vs, n);
-        T* Ob = O + cx.off(os, n) + i0 * os[2];
-        for (int64_t ii = 0; ii < r; ++ii) {
+        for (int64_t it = 0; it < mtile; ++it)  // Q rows as A panels [D][mr] (zero rows past r)
+            for (int64_t i = 0; i < mr; ++i) {
+                const int64_t row = it * mr + i;
+                T* d = qp + it * mr * D + i;
+                if (row < r) {
+                    const T* qr = Q + row * cx.qs[2];
+                    for (int64_t k = 0; k < D; ++k) d[k * mr] = qr[k];
+                } else {
+                    for (int64_t k = 0; k < D; ++k) d[k * mr] = T(0);
+                }
+            }
+        std::fill(oa, oa + BR * DvP, T(0));
+        for (int64_t ii = 0; ii < BR; ++ii) {
             m[ii] = ninf;
             l[ii] = 0;
-            std::memset(Ob + ii * os[2], 0, sizeof(T) * Dv);
         }
+        const int64_t mt_used = (r + mr - 1) / mr;
         const int64_t j_end = cx.causal ? std::min(S, i0 + r) : S;
-        for (int64_t j0 = 0; j0 < j_end; j0 += kBcF) {
-            const int64_t c = std::min(kBcF, j_end - j0);
-            gemm_strided<T>(r, c, D, cx.scale, Q, cx.qs[2], 1, K + j0 * cx.ks[2], 1, cx.ks[2], T(0), sb, kBcF, 1, 1);
-            apply_mask(cx, n, i0, r, j0, c, sb, kBcF);
+        for (int64_t j0 = 0; j0 < j_end; j0 += BC) {
+            const int64_t c = std::min(BC, j_end - j0), ncp = (c + nr - 1) / nr;
+            const T* kp = Kp + n * k_per + (j0 / nr) * D * nr;
+            for (int64_t it = 0; it < mt_used; ++it)
+                for (int64_t p = 0; p < ncp; ++p)
+                    ki.ukernel(D, qp + it * mr * D, kp + p * D * nr, sb + it * mr * BC + p * nr, BC, 1, cx.scale, T(0));
+            apply_mask(cx, n, i0, r, j0, c, sb, BC);
             for (int64_t ii = 0; ii < r; ++ii) {
-                T* s = sb + ii * kBcF;
-                const T mt = kern.row_max(s, c);
+                T* s_ = sb + ii * BC;
+                const T mt = kern.row_max(s_, c);
                 const T mn = std::max(m[ii], mt);
                 if (mn == ninf) {  // everything so far masked: nothing to add
-                    std::memset(s, 0, sizeof(T) * c);
+                    std::fill(s_, s_ + c, T(0));
                     continue;
                 }
                 const T alpha = std::exp(m[ii] - mn);  // 0 when m was -inf
-                const T sum = kern.exp_sub_sum(s, c, mn);
+                const T sum = kern.exp_sub_sum(s_, c, mn);
                 l[ii] = l[ii] * alpha + sum;
                 m[ii] = mn;
                 if (alpha != T(1)) {
-                    T* o = Ob + ii * os[2];
-                    for (int64_t d = 0; d < Dv; ++d) o[d] *= alpha;
+                    T* o = oa + ii * DvP;
+                    for (int64_t d = 0; d < DvP; ++d) o[d] *= alpha;
                 }
                 if (cx.p > 0) {
                     const uint64_t base = static_cast<uint64_t>((n * L + i0 + ii) * S + j0);
                     for (int64_t jj = 0; jj < c; ++jj)
-                        s[jj] = keep_elem(cx.seed, base + jj, cx.p) ? s[jj] * inv_keep : T(0);
+                        s_[jj] = keep_elem(cx.seed, base + jj, cx.p) ? s_[jj] * inv_keep : T(0);
                 }
             }
-            gemm_strided<T>(r, Dv, c, T(1), sb, kBcF, 1, V + j0 * cx.vs[2], cx.vs[2], 1, T(1), Ob, os[2], 1, 1);
+            // P as A panels [c][mr] (zero rows past r), then O += P V_j
+            for (int64_t it = 0; it < mt_used; ++it) {
+                T* d = pp + it * mr * c;
+                for (int64_t i = 0; i < mr; ++i) {
+                    const int64_t row = it * mr + i;
+                    if (row < r) {
+                        const T* srow = sb + row * BC;
+                        for (int64_t kk = 0; kk < c; ++kk) d[kk * mr + i] = srow[kk];
+                    } else {
+                        for (int64_t kk = 0; kk < c; ++kk) d[kk * mr + i] = T(0);
+                    }
+                }
+            }
+            const T* vp = Vp + n * v_per + (j0 / BC) * nvp * BC * nr;
+            for (int64_t it = 0; it < mt_used; ++it)
+                for (int64_t p = 0; p < nvp; ++p)
+                    ki.ukernel(c, pp + it * mr * c, vp + p * BC * nr, oa + it * mr * DvP + p * nr, DvP, 1, T(1), T(1));
         }
+        T* Ob = O + cx.off(os, n) + i0 * os[2];
         T* lrow = LSE + cx.off(ls, n) + i0 * ls[2];
         for (int64_t ii = 0; ii < r; ++ii) {
             T* o = Ob + ii * os[2];
+            const T* a = oa + ii * DvP;
             if (l[ii] > 0) {
                 const T inv = T(1) / l[ii];
-                for (int64_t d = 0; d < Dv; ++d) o[d] *= inv;
+                for (int64_t d = 0; d < Dv; ++d) o[d] = a[d] * inv;
                 lrow[ii * ls[2]] = m[ii] + std::log(l[ii]);
             } else {
                 for (int64_t d = 0; d < Dv; ++d) o[d] = 0;

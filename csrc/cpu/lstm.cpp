@@ -104,17 +104,6 @@ Dims check_common(const View& x, const View* h0, const View* c0, const View& w_i
     return d;
 }
 
-// Split H units into nt ranges (multiples of 8 where possible).
-void unit_range(int64_t H, int nt, int r, int64_t& u0, int64_t& u1) {
-    auto edge = [&](int k) {
-        if (k >= nt) return H;
-        int64_t e = (H * k / nt + 4) / 8 * 8;
-        return std::min(H, e);
-    };
-    u0 = edge(r);
-    u1 = edge(r + 1);
-}
-
 int choose_threads(const Dims& d) {
     int nt = get_num_threads();
     if (nt < 1) nt = 1;
@@ -157,6 +146,21 @@ void copy_2d(int64_t rows, int64_t cols, const T* src, int64_t rs_s, int64_t cs_
         for (int64_t c = 0; c < cols; ++c) dst[r * rs_d + c * cs_d] = src[r * rs_s + c * cs_s];
 }
 
+// Pack rows [r0, r0 + mr*panels) of a (rows x K, row stride rs, unit column stride) into MR panels
+// [K][MR] (zero rows past `rows`), the layout of the GEMM micro-kernel's A operand.
+template <typename T>
+void pack_rows(const T* a, int64_t rs, int64_t rows, int64_t K, int mr, T* dst) {
+    for (int64_t r0 = 0; r0 < rows; r0 += mr) {
+        const int64_t m = std::min<int64_t>(mr, rows - r0);
+        T* d = dst + r0 * K;
+        for (int64_t k = 0; k < K; ++k) {
+            int64_t i = 0;
+            for (; i < m; ++i) d[k * mr + i] = a[(r0 + i) * rs + k];
+            for (; i < mr; ++i) d[k * mr + i] = T(0);
+        }
+    }
+}
+
 template <typename T>
 void forward_impl(const Dims& d, const View& x, const View* h0, const View* c0, const View& w_ih,
                   const View& w_hh, const View* b_ih, const View* b_hh, const View& y, const View& h_T,
@@ -172,47 +176,42 @@ void forward_impl(const Dims& d, const View& x, const View* h0, const View* c0, 
             }
         return;
     }
-    const int nt = choose_threads(d);
-    // blocked column order: column col of the blocked layout holds gate q of unit u (std row q*H + u)
-    std::vector<int64_t> src_row(static_cast<size_t>(G));
-    std::vector<int64_t> r_u0(nt), r_u1(nt);
-    for (int r = 0; r < nt; ++r) {
-        int64_t u0, u1;
-        unit_range(H, nt, r, u0, u1);
-        r_u0[r] = u0;
-        r_u1[r] = u1;
-        const int64_t n = u1 - u0;
-        for (int q = 0; q < 4; ++q)
-            for (int64_t j = 0; j < n; ++j) src_row[4 * u0 + q * n + j] = q * H + u0 + j;
-    }
-    // permuted weights and the summed bias (workspace slot k1), the projection buffer (slot k0)
-    T* ws = thread_arena(ArenaSlot::k1).get_as<T>(static_cast<size_t>(G * (I + H) + G));
-    T* wp_ih = ws;
-    T* wp_hh = ws + G * I;
-    T* bias = ws + G * (I + H);
-    const T* wih = w_ih.ptr<T>();
+    const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
+    const int mr = ki.mr, nr = ki.nr;
+    const int64_t ng = (H + nr - 1) / nr;  // groups of nr hidden units
+    const int64_t mt = (B + mr - 1) / mr;   // row tiles
+    // W_hh packed once: for group g and gate q, the micro-kernel's B panel [H][nr] of rows q*H + g*nr + j
+    // (zero past H); then the summed bias (slot k1)
+    T* wp = thread_arena(ArenaSlot::k1).get_as<T>(static_cast<size_t>(ng * 4 * H * nr + G));
+    T* bias = wp + ng * 4 * H * nr;
     const T* whh = w_hh.ptr<T>();
-    for (int64_t col = 0; col < G; ++col) {
-        const int64_t s = src_row[col];
-        for (int64_t i = 0; i < I; ++i) wp_ih[col * I + i] = wih[s * w_ih.strides[0] + i * w_ih.strides[1]];
-        for (int64_t i = 0; i < H; ++i) wp_hh[col * H + i] = whh[s * w_hh.strides[0] + i * w_hh.strides[1]];
-        T bsum = 0;
-        if (b_ih) bsum += b_ih->ptr<T>()[s * b_ih->strides[0]];
-        if (b_hh) bsum += b_hh->ptr<T>()[s * b_hh->strides[0]];
-        bias[col] = bsum;
-    }
+    for (int64_t g = 0; g < ng; ++g)
+        for (int q = 0; q < 4; ++q) {
+            T* panel = wp + (g * 4 + q) * H * nr;
+            for (int64_t k = 0; k < H; ++k)
+                for (int j = 0; j < nr; ++j) {
+                    const int64_t u = g * nr + j;
+                    panel[k * nr + j] = u < H ? whh[(q * H + u) * w_hh.strides[0] + k * w_hh.strides[1]] : T(0);
+                }
+        }
+    for (int64_t col = 0; col < G; ++col)
+        bias[col] = (b_ih ? b_ih->ptr<T>()[col * b_ih->strides[0]] : T(0)) +
+                    (b_hh ? b_hh->ptr<T>()[col * b_hh->strides[0]] : T(0));
+    // input projection of all steps: one GEMM (threads inside), PyTorch's gate layout (slot k0)
     T* xp = thread_arena(ArenaSlot::k0).get_as<T>(static_cast<size_t>(T_ * B * G));
-    // input projection of all steps: one GEMM (threads inside)
-    gemm<T>(Trans::N, Trans::T, T_ * B, G, I, T(1), x.ptr<T>(), I, wp_ih, I, T(0), xp, G, 0);
+    gemm_strided<T>(T_ * B, G, I, T(1), x.ptr<T>(), I, 1, w_ih.ptr<T>(), w_ih.strides[1], w_ih.strides[0], T(0),
+                    xp, G, 1, 0);
 
     T* Y = y.ptr<T>();
     T* GT = gates.ptr<T>();
     T* CL = cells.ptr<T>();
     const detail::SeqKernels<T> kern = detail::seq_kernels<T>();
+    const int nt = static_cast<int>(std::min<int64_t>(choose_threads(d), ng));
+    // per step and thread: pack h_{t-1}; for each of its unit groups, for each row tile: four micro-kernel
+    // tiles (i, f, g, o of nr units) into a local buffer, then the gates and cell update straight from it
     run_ranges(nt, T_, 1, [&](int64_t t, int, int r) {
-        const int64_t u0 = r_u0[r], u1 = r_u1[r], n = u1 - u0;
-        if (n == 0) return;
-        T* C = xp + t * B * G + 4 * u0;
+        const int64_t g0 = ng * r / nt, g1 = ng * (r + 1) / nt;
+        if (g0 == g1) return;
         const T* hprev = nullptr;
         int64_t rs_h = H;
         if (t > 0) {
@@ -221,15 +220,29 @@ void forward_impl(const Dims& d, const View& x, const View* h0, const View* c0, 
             hprev = h0->ptr<T>();
             rs_h = h0->strides[0];
         }
-        if (hprev) gemm_strided<T>(B, 4 * n, H, T(1), hprev, rs_h, 1, wp_hh + 4 * u0 * H, 1, H, T(1), C, G, 1, 1);
-        for (int64_t b = 0; b < B; ++b) {
-            const T* cprev = nullptr;
-            if (t > 0)
-                cprev = CL + ((t - 1) * B + b) * H + u0;
-            else if (c0)
-                cprev = c0->ptr<T>() + b * c0->strides[0] + u0;
-            kern.lstm_fwd(n, H, C + b * G, bias + 4 * u0, cprev, GT + (t * B + b) * G + u0,
-                          CL + (t * B + b) * H + u0, Y + (t * B + b) * H + u0);
+        T* ap = thread_arena(ArenaSlot::k2).get_as<T>(static_cast<size_t>(mt * mr * H));
+        if (hprev) pack_rows(hprev, rs_h, B, H, mr, ap);
+        alignas(64) T tile[4 * 8 * 16];
+        const int64_t tgs = static_cast<int64_t>(mr) * nr;  // gate stride in the tile
+        if (!hprev) std::fill(tile, tile + 4 * tgs, T(0));
+        for (int64_t g = g0; g < g1; ++g) {
+            const int64_t u0 = g * nr, n = std::min<int64_t>(nr, H - u0);
+            for (int64_t it = 0; it < mt; ++it) {
+                if (hprev)
+                    for (int q = 0; q < 4; ++q)
+                        ki.ukernel(H, ap + it * mr * H, wp + (g * 4 + q) * H * nr, tile + q * tgs, nr, 1, T(1), T(0));
+                const int64_t m = std::min<int64_t>(mr, B - it * mr);
+                for (int64_t i = 0; i < m; ++i) {
+                    const int64_t row = t * B + it * mr + i;
+                    const T* cprev = nullptr;
+                    if (t > 0)
+                        cprev = CL + (row - B) * H + u0;
+                    else if (c0)
+                        cprev = c0->ptr<T>() + (it * mr + i) * c0->strides[0] + u0;
+                    kern.lstm_fwd(n, H, tile + i * nr, tgs, xp + row * G + u0, bias + u0, cprev, GT + row * G + u0,
+                                  CL + row * H + u0, Y + row * H + u0);
+                }
+            }
         }
     });
     copy_2d<T>(B, H, Y + (T_ - 1) * B * H, H, 1, h_T.ptr<T>(), h_T.strides[0], h_T.strides[1]);
@@ -259,14 +272,25 @@ void backward_impl(const Dims& d, const View& x, const View* h0, const View* c0,
     const T* Y = y.ptr<T>();
     const T* GY = grad_y ? grad_y->ptr<T>() : nullptr;
     const T* whh = w_hh.ptr<T>();
-    const int nt = (T_ > 0 && B > 0 && H > 0) ? choose_threads(d) : 1;
     const detail::SeqKernels<T> kern = detail::seq_kernels<T>();
+    const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
+    const int mr = ki.mr, nr = ki.nr;
+    const int64_t ng = (H + nr - 1) / nr;
+    const int64_t mt = (B + mr - 1) / mr;
+    const int nt = (T_ > 0 && B > 0 && H > 0) ? static_cast<int>(std::min<int64_t>(choose_threads(d), ng)) : 1;
+    // W_hh packed once as the micro-kernel's B panels: group g = columns g*nr.. of W_hh (4H x H), [4H][nr]
+    T* wb = thread_arena(ArenaSlot::k1).get_as<T>(static_cast<size_t>(std::max<int64_t>(1, ng * G * nr)));
+    for (int64_t g = 0; g < ng; ++g)
+        for (int64_t k = 0; k < G; ++k)
+            for (int j = 0; j < nr; ++j) {
+                const int64_t u = g * nr + j;
+                wb[(g * G + k) * nr + j] = u < H ? whh[k * w_hh.strides[0] + u * w_hh.strides[1]] : T(0);
+            }
     run_ranges(nt, T_, 2, [&](int64_t s, int k, int r) {
         const int64_t t = T_ - 1 - s;
-        int64_t u0, u1;
-        unit_range(H, nt, r, u0, u1);
-        const int64_t n = u1 - u0;
-        if (n == 0) return;
+        const int64_t g0 = ng * r / nt, g1 = ng * (r + 1) / nt;
+        const int64_t u0 = g0 * nr, u1 = std::min(H, g1 * nr), n = u1 - u0;
+        if (n <= 0) return;
         if (k == 0) {  // pointwise: dG_t of this range's units, dc carried
             for (int64_t b = 0; b < B; ++b) {
                 const T* cprev = nullptr;
@@ -278,9 +302,19 @@ void backward_impl(const Dims& d, const View& x, const View* h0, const View* c0,
                               GY ? GY + (t * B + b) * H + u0 : nullptr, dh + b * H + u0, dc + b * H + u0,
                               dG + (t * B + b) * G + u0);
             }
-        } else if (t > 0 || grad_h0) {  // dh_{t-1}[:, range] = dG_t @ W_hh[:, range]
-            gemm_strided<T>(B, n, G, T(1), dG + t * B * G, G, 1, whh + u0 * w_hh.strides[1], w_hh.strides[0],
-                            w_hh.strides[1], T(0), dh + u0, H, 1, 1);
+        } else if (t > 0 || grad_h0) {  // dh_{t-1}[:, range] = dG_t (B x 4H) @ W_hh[:, range]
+            T* ap = thread_arena(ArenaSlot::k3).get_as<T>(static_cast<size_t>(mt * mr * G));
+            pack_rows(dG + t * B * G, G, B, G, mr, ap);
+            alignas(64) T tile[8 * 16];
+            for (int64_t g = g0; g < g1; ++g) {
+                const int64_t ua = g * nr, nn = std::min<int64_t>(nr, H - ua);
+                for (int64_t it = 0; it < mt; ++it) {
+                    ki.ukernel(G, ap + it * mr * G, wb + g * G * nr, tile, nr, 1, T(1), T(0));
+                    const int64_t m = std::min<int64_t>(mr, B - it * mr);
+                    for (int64_t i = 0; i < m; ++i)
+                        std::memcpy(dh + (it * mr + i) * H + ua, tile + i * nr, sizeof(T) * nn);
+                }
+            }
         }
     });
     if (grad_h0) copy_2d<T>(B, H, dh, H, 1, grad_h0->ptr<T>(), grad_h0->strides[0], grad_h0->strides[1]);

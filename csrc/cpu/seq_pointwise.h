@@ -14,13 +14,13 @@ namespace layerforge {
 namespace detail {
 
 // ---- LSTM ------------------------------------------------------------------------------------------
-// Forward, one batch row, n hidden units of one thread's range.
-//  a: pre-activations in the blocked layout [i(n) | f(n) | g(n) | o(n)] (x W_ih^T + h W_hh^T), bias the
-//  same layout (b_ih + b_hh); c_prev (n) or null (zeros). Writes the activated gates in PyTorch's layout
-//  (gate q of unit u at gates[q * H + u], gates pointing at this range's first unit), c (n), h (n).
+// Forward, one batch row, n hidden units (one register tile's worth).
+//  Pre-activation of gate q, unit u: a[q * a_gs + u] (the recurrent GEMM tile) + xp[q * H + u] (the input
+//  projection, PyTorch's gate layout) + bias[q * H + u] (b_ih + b_hh); c_prev (n) or null (zeros).
+//  Writes the activated gates in PyTorch's layout (gates[q * H + u]), c (n), h (n).
 template <typename T>
-using LstmFwdRowFn = void (*)(int64_t n, int64_t H, const T* a, const T* bias, const T* c_prev, T* gates,
-                              T* c, T* h);
+using LstmFwdRowFn = void (*)(int64_t n, int64_t H, const T* a, int64_t a_gs, const T* xp, const T* bias,
+                              const T* c_prev, T* gates, T* c, T* h);
 // Backward, one batch row: gates/c/c_prev of step t (c_prev null = zeros), dh = gy + dh_rec (gy null =
 // zeros), dc in/out (dc of step t in, dc of step t-1 out). Writes the pre-activation gradients dgates
 // (PyTorch's layout, as gates).
@@ -32,13 +32,13 @@ template <typename T>
 inline T sigmoid_ref(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
 template <typename T>
-void lstm_fwd_row_generic(int64_t n, int64_t H, const T* a, const T* bias, const T* c_prev, T* gates,
-                          T* c, T* h) {
+void lstm_fwd_row_generic(int64_t n, int64_t H, const T* a, int64_t a_gs, const T* xp, const T* bias,
+                          const T* c_prev, T* gates, T* c, T* h) {
     for (int64_t u = 0; u < n; ++u) {
-        const T i = sigmoid_ref(a[u] + bias[u]);
-        const T f = sigmoid_ref(a[n + u] + bias[n + u]);
-        const T g = std::tanh(a[2 * n + u] + bias[2 * n + u]);
-        const T o = sigmoid_ref(a[3 * n + u] + bias[3 * n + u]);
+        const T i = sigmoid_ref(a[u] + xp[u] + bias[u]);
+        const T f = sigmoid_ref(a[a_gs + u] + xp[H + u] + bias[H + u]);
+        const T g = std::tanh(a[2 * a_gs + u] + xp[2 * H + u] + bias[2 * H + u]);
+        const T o = sigmoid_ref(a[3 * a_gs + u] + xp[3 * H + u] + bias[3 * H + u]);
         const T cn = (c_prev ? f * c_prev[u] : T(0)) + i * g;
         gates[u] = i;
         gates[H + u] = f;
@@ -92,8 +92,8 @@ T exp_sub_sum_generic(T* s, int64_t n, T m) {
 }
 
 #if LAYERFORGE_HAVE_AVX2_BUILD
-void lstm_fwd_row_avx2(int64_t n, int64_t H, const float* a, const float* bias, const float* c_prev,
-                       float* gates, float* c, float* h);
+void lstm_fwd_row_avx2(int64_t n, int64_t H, const float* a, int64_t a_gs, const float* xp, const float* bias,
+                       const float* c_prev, float* gates, float* c, float* h);
 void lstm_bwd_row_avx2(int64_t n, int64_t H, const float* gates, const float* c, const float* c_prev,
                        const float* gy, const float* dh_rec, float* dc, float* dg);
 float row_max_avx2(const float* s, int64_t n);

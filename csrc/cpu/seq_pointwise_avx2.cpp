@@ -78,14 +78,18 @@ inline float hsum8(__m256 v) {
 
 }  // namespace
 
-void lstm_fwd_row_avx2(int64_t n, int64_t H, const float* a, const float* bias, const float* c_prev,
-                       float* gates, float* c, float* h) {
+void lstm_fwd_row_avx2(int64_t n, int64_t H, const float* a, int64_t a_gs, const float* xp, const float* bias,
+                       const float* c_prev, float* gates, float* c, float* h) {
+    auto pre = [&](int q, int64_t u) {
+        return _mm256_add_ps(_mm256_loadu_ps(a + q * a_gs + u),
+                             _mm256_add_ps(_mm256_loadu_ps(xp + q * H + u), _mm256_loadu_ps(bias + q * H + u)));
+    };
     int64_t u = 0;
     for (; u + 8 <= n; u += 8) {
-        const __m256 i = sigmoid8(_mm256_add_ps(_mm256_loadu_ps(a + u), _mm256_loadu_ps(bias + u)));
-        const __m256 f = sigmoid8(_mm256_add_ps(_mm256_loadu_ps(a + n + u), _mm256_loadu_ps(bias + n + u)));
-        const __m256 g = tanh8(_mm256_add_ps(_mm256_loadu_ps(a + 2 * n + u), _mm256_loadu_ps(bias + 2 * n + u)));
-        const __m256 o = sigmoid8(_mm256_add_ps(_mm256_loadu_ps(a + 3 * n + u), _mm256_loadu_ps(bias + 3 * n + u)));
+        const __m256 i = sigmoid8(pre(0, u));
+        const __m256 f = sigmoid8(pre(1, u));
+        const __m256 g = tanh8(pre(2, u));
+        const __m256 o = sigmoid8(pre(3, u));
         __m256 cn = _mm256_mul_ps(i, g);
         if (c_prev) cn = _mm256_fmadd_ps(f, _mm256_loadu_ps(c_prev + u), cn);
         _mm256_storeu_ps(gates + u, i);
@@ -96,11 +100,11 @@ void lstm_fwd_row_avx2(int64_t n, int64_t H, const float* a, const float* bias, 
         _mm256_storeu_ps(h + u, _mm256_mul_ps(o, tanh8(cn)));
     }
     if (u < n) {
-        // tail: the same math one lane at a time through the vector path, for identical rounding
-        alignas(32) float buf[8][8] = {};
+        // tail: the same vector math on a padded copy (identical rounding to the full vectors)
+        alignas(32) float buf[6][8] = {};
         const int64_t r = n - u;
         for (int64_t q = 0; q < 4; ++q)
-            for (int64_t j = 0; j < r; ++j) buf[q][j] = a[q * n + u + j] + bias[q * n + u + j];
+            for (int64_t j = 0; j < r; ++j) buf[q][j] = a[q * a_gs + u + j] + (xp[q * H + u + j] + bias[q * H + u + j]);
         for (int64_t j = 0; j < r; ++j) buf[4][j] = c_prev ? c_prev[u + j] : 0.0f;
         const __m256 i = sigmoid8(_mm256_load_ps(buf[0])), f = sigmoid8(_mm256_load_ps(buf[1]));
         const __m256 g = tanh8(_mm256_load_ps(buf[2])), o = sigmoid8(_mm256_load_ps(buf[3]));

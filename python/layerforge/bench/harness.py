@@ -16,6 +16,8 @@ import numpy as np
 # family name -> module (under layerforge.bench) whose `cases(quick)` yields Case objects
 FAMILIES: dict[str, str] = {
     "matmul": "layerforge.bench.matmul",
+    "lstm": "layerforge.bench.lstm",
+    "attention": "layerforge.bench.attention",
 }
 
 
