@@ -220,28 +220,32 @@ void forward_impl(const Dims& d, const View& x, const View* h0, const View* c0, 
             hprev = h0->ptr<T>();
             rs_h = h0->strides[0];
         }
-        T* ap = thread_arena(ArenaSlot::k2).get_as<T>(static_cast<size_t>(mt * mr * H));
-        if (hprev) pack_rows(hprev, rs_h, B, H, mr, ap);
-        alignas(64) T tile[4 * 8 * 16];
-        const int64_t tgs = static_cast<int64_t>(mr) * nr;  // gate stride in the tile
-        if (!hprev) std::fill(tile, tile + 4 * tgs, T(0));
+        // scratch: packed h_{t-1} (mt*mr x H), then the gate tiles of one unit group for all rows
+        // ([4][mt*mr][nr], gate stride mt*mr*nr): small enough for L1/L2, so the fusion stays in cache
+        const int64_t tgs = mt * mr * nr;
+        T* ap = thread_arena(ArenaSlot::k2).get_as<T>(static_cast<size_t>(mt * mr * H + 4 * tgs));
+        T* tile = ap + mt * mr * H;
+        if (hprev)
+            pack_rows(hprev, rs_h, B, H, mr, ap);
+        else
+            std::fill(tile, tile + 4 * tgs, T(0));
         for (int64_t g = g0; g < g1; ++g) {
             const int64_t u0 = g * nr, n = std::min<int64_t>(nr, H - u0);
-            for (int64_t it = 0; it < mt; ++it) {
-                if (hprev)
-                    for (int q = 0; q < 4; ++q)
-                        ki.ukernel(H, ap + it * mr * H, wp + (g * 4 + q) * H * nr, tile + q * tgs, nr, 1, T(1), T(0));
-                const int64_t m = std::min<int64_t>(mr, B - it * mr);
-                for (int64_t i = 0; i < m; ++i) {
-                    const int64_t row = t * B + it * mr + i;
-                    const T* cprev = nullptr;
-                    if (t > 0)
-                        cprev = CL + (row - B) * H + u0;
-                    else if (c0)
-                        cprev = c0->ptr<T>() + (it * mr + i) * c0->strides[0] + u0;
-                    kern.lstm_fwd(n, H, tile + i * nr, tgs, xp + row * G + u0, bias + u0, cprev, GT + row * G + u0,
-                                  CL + row * H + u0, Y + row * H + u0);
-                }
+            // one B panel (H x nr) stays in L1 while every row tile passes (BLIS order)
+            if (hprev)
+                for (int q = 0; q < 4; ++q)
+                    for (int64_t it = 0; it < mt; ++it)
+                        ki.ukernel(H, ap + it * mr * H, wp + (g * 4 + q) * H * nr, tile + q * tgs + it * mr * nr, nr, 1,
+                                   T(1), T(0));
+            for (int64_t b = 0; b < B; ++b) {
+                const int64_t row = t * B + b;
+                const T* cprev = nullptr;
+                if (t > 0)
+                    cprev = CL + (row - B) * H + u0;
+                else if (c0)
+                    cprev = c0->ptr<T>() + b * c0->strides[0] + u0;
+                kern.lstm_fwd(n, H, tile + b * nr, tgs, xp + row * G + u0, bias + u0, cprev, GT + row * G + u0,
+                              CL + row * H + u0, Y + row * H + u0);
             }
         }
     });
