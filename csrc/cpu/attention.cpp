@@ -36,8 +36,8 @@ namespace {
 using detail::ArenaSlot;
 using detail::thread_arena;
 
-constexpr int64_t kBrF = 48, kBcF = 128;  // forward tiles (query rows, rounded down to MR; keys)
-constexpr int64_t kBrB = 64, kBcB = 64;   // backward tiles
+constexpr int64_t kBrF = 48, kBcF = 256;  // forward tiles (query rows, rounded down to MR; keys)
+constexpr int64_t kBrB = 128, kBcB = 128;  // backward tiles
 
 void fail(const std::string& what) { throw ValueError("scaled_dot_product_attention: " + what); }
 
@@ -79,8 +79,13 @@ void apply_mask(const Ctx<T>& cx, int64_t n, int64_t i0, int64_t r, int64_t j0, 
             const int64_t o = base + (i0 + ii) * m.strides[2] + j0 * m.strides[3];
             if (m.is_bool) {
                 const uint8_t* mp = static_cast<const uint8_t*>(m.data) + o;
-                for (int64_t jj = 0; jj < c; ++jj)
-                    if (!mp[jj * m.strides[3]]) row[jj] = ninf;
+                if (m.strides[3] == 1) {
+                    if (!std::memchr(mp, 0, static_cast<size_t>(c))) continue;  // all attend (padding masks)
+                    for (int64_t jj = 0; jj < c; ++jj) row[jj] = mp[jj] ? row[jj] : ninf;
+                } else {
+                    for (int64_t jj = 0; jj < c; ++jj)
+                        if (!mp[jj * m.strides[3]]) row[jj] = ninf;
+                }
             } else {
                 const T* mp = static_cast<const T*>(m.data) + o;
                 const int64_t st = m.strides[3];
