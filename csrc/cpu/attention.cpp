@@ -378,6 +378,7 @@ void expect4(const View& v, const char* name) {
 }
 
 bool contiguous(const View& v) {
+    if (v.numel() == 0) return true;
     int64_t st = 1;
     for (int d = v.ndim - 1; d >= 0; --d) {
         if (v.shape[d] != 1 && v.strides[d] != st) return false;
