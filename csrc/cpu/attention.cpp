@@ -6,11 +6,13 @@
 // output rows, accumulated in place in `out`, are rescaled by exp(m_old - m_new)), then out_i += P V_j.
 // Under causal masking the key tiles right of the diagonal are never visited. At the end out /= l and
 // lse = m + log l. Scratch: one BR x BC tile per thread.
-// Backward (FlashAttention-2): Di = rowsum(dO o O) first; then work items are (batch index, chunk of key
-// tiles). For each key tile j and each query tile i that can see it, P = exp(S - lse) is recomputed from
-// the saved lse, and dV_j += P^T dO_i, dP = dO_i V_j^T, dS = P o (dP - Di), dK_j += scale dS^T Q_i,
-// dQ_i += scale dS K_j. A batch index belongs to one thread when there are at least as many batch indices
-// as threads; otherwise its key tiles are split into chunks whose dQ go to private buffers summed in a
+// Backward (FlashAttention-2): Di = rowsum(dO o O) first, and Q and dO of every batch index packed once
+// in the micro-kernel's A and B layouts (O(L) memory). Work items are (batch index, chunk of key tiles);
+// per key tile, K_j and V_j are packed once, and for each query tile that can see it, P = exp(S - lse) is
+// recomputed from the saved lse, dP = dO_i V_j^T, dS = P o (dP - Di), and the micro-kernel accumulates
+// dV_j += P^T dO_i, dK_j += scale dS^T Q_i (in per-tile accumulators) and dQ_i += scale dS K_j (in a
+// per-item accumulator). A batch index belongs to one thread when there are at least as many batch
+// indices as threads; otherwise its key tiles are split into chunks whose dQ accumulators are summed in a
 // fixed order afterwards (deterministic: no atomics).
 #include "layerforge/attention.h"
 
@@ -37,7 +39,7 @@ using detail::ArenaSlot;
 using detail::thread_arena;
 
 constexpr int64_t kBrF = 48, kBcF = 256;  // forward tiles (query rows, rounded down to MR; keys)
-constexpr int64_t kBrB = 128, kBcB = 128;  // backward tiles
+constexpr int64_t kBrB = 96, kBcB = 96;   // backward tiles (query rows rounded down to MR; keys)
 
 void fail(const std::string& what) { throw ValueError("scaled_dot_product_attention: " + what); }
 
@@ -258,21 +260,59 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
     }
 }
 
+// Packing helpers for the backward (the micro-kernel's operand layouts; zero padding past the edges).
+// A panels: rows [r0, r0 + mr) of a (rows x K, row stride rs, unit column stride) as [K][mr].
+template <typename T>
+void pack_a_rows(const T* a, int64_t rs, int64_t rows, int64_t K, int64_t mr, T* dst) {
+    for (int64_t r0 = 0; r0 < rows; r0 += mr) {
+        T* d = dst + r0 * K;
+        for (int64_t i = 0; i < mr; ++i) {
+            if (r0 + i < rows) {
+                const T* src = a + (r0 + i) * rs;
+                for (int64_t k = 0; k < K; ++k) d[k * mr + i] = src[k];
+            } else {
+                for (int64_t k = 0; k < K; ++k) d[k * mr + i] = T(0);
+            }
+        }
+    }
+}
+// B panels of a^T: a is (cols x K) (rows of a become columns), panels of nr columns as [K][nr].
+template <typename T>
+void pack_bt_rows(const T* a, int64_t rs, int64_t cols, int64_t K, int64_t nr, T* dst) {
+    pack_a_rows(a, rs, cols, K, nr, dst);  // the same layout with nr in place of mr
+}
+// B panels of a: a is (K x cols) (row stride rs), panels of nr columns as [K][nr]; K rows, cols columns.
+template <typename T>
+void pack_b_rows(const T* a, int64_t rs, int64_t K, int64_t cols, int64_t nr, T* dst) {
+    const int64_t np = (cols + nr - 1) / nr;
+    for (int64_t p = 0; p < np; ++p) {
+        T* d = dst + p * K * nr;
+        const int64_t w = std::min(nr, cols - p * nr);
+        for (int64_t k = 0; k < K; ++k) {
+            const T* src = a + k * rs + p * nr;
+            int64_t j = 0;
+            for (; j < w; ++j) d[k * nr + j] = src[j];
+            for (; j < nr; ++j) d[k * nr + j] = T(0);
+        }
+    }
+}
+
 template <typename T>
 void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const View& gout, const View& gq,
                    const View& gk, const View& gv) {
     const int64_t N = cx.N(), L = cx.L, S = cx.S, D = cx.D, Dv = cx.Dv;
+    const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
+    const int64_t mr = ki.mr, nr = ki.nr;
+    const int64_t BR = kBrB / mr * mr, BC = kBcB;  // BC (96) a multiple of every mr and nr
+    const int64_t nqt = (L + BR - 1) / BR, Lp = nqt * BR;
+    const int64_t Dp = (D + nr - 1) / nr * nr, Dvp = (Dv + nr - 1) / nr * nr;
     const int threads = std::max(1, get_num_threads());
     const detail::SeqKernels<T> kern = detail::seq_kernels<T>();
     const T ninf = -std::numeric_limits<T>::infinity();
     const T inv_keep = cx.p > 0 ? T(1.0 / (1.0 - cx.p)) : T(1);
-    const int64_t nkt = (S + kBcB - 1) / kBcB;
+    const int64_t nkt = (S + BC - 1) / BC;
     const int64_t chunks = (N >= threads || nkt <= 1) ? 1 : std::min<int64_t>(threads, nkt);
     const int64_t items = N * chunks;
-    // Di (N x L) and, when chunked, the private dQ buffers (items x L x D): master's slot k1
-    const size_t dq_part = chunks > 1 ? static_cast<size_t>(items * L * D) : 0;
-    T* Di = thread_arena(ArenaSlot::k1).get_as<T>(static_cast<size_t>(N * L) + dq_part + 1);
-    T* dQp = Di + N * L;
     const T* O = out.ptr<T>();
     const T* GO = gout.ptr<T>();
     const T* LSE = lse.ptr<T>();
@@ -282,92 +322,174 @@ void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const Vie
     T* GQ = gq.ptr<T>();
     T* GK = gk.ptr<T>();
     T* GV = gv.ptr<T>();
-    const int nt_rows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, N * L / 256)));
-#pragma omp parallel for num_threads(nt_rows) schedule(static)
-    for (int64_t nl = 0; nl < N * L; ++nl) {
-        const int64_t n = nl / L, i = nl % L;
-        const T* o = O + cx.off(os, n) + i * os[2];
-        const T* g = GO + cx.off(gs, n) + i * gs[2];
-        T acc = 0;
-        for (int64_t d = 0; d < Dv; ++d) acc += o[d] * g[d];
-        Di[nl] = acc;
+    // Shared scratch (master's slot k1), all O(L) per batch index:
+    //   Di (N x Lp); per n: Q and dO as A panels (Lp x D, Lp x Dv) and, per query tile, as B panels
+    //   ([BR][nr] per feature panel: BR x Dp, BR x Dvp); dQ accumulators (items x Lp x Dp).
+    const int64_t per_n = Lp * D + Lp * Dv + Lp * Dp + Lp * Dvp;
+    T* Di = thread_arena(ArenaSlot::k1).get_as<T>(static_cast<size_t>(N * Lp + N * per_n + items * Lp * Dp + 1));
+    T* QS = Di + N * Lp;
+    T* dQacc = QS + N * per_n;
+    const int64_t work0 = N * nqt;
+    const int np0 = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, work0)));
+#pragma omp parallel for num_threads(np0) schedule(static)
+    for (int64_t w = 0; w < work0; ++w) {
+        const int64_t n = w / nqt, i0 = (w % nqt) * BR, r = std::min(BR, L - i0);
+        const T* Q = cx.q + cx.off(cx.qs, n) + i0 * cx.qs[2];
+        const T* G = GO + cx.off(gs, n) + i0 * gs[2];
+        const T* Ov = O + cx.off(os, n) + i0 * os[2];
+        T* base = QS + n * per_n;
+        pack_a_rows(Q, cx.qs[2], r, D, mr, base + i0 * D);
+        pack_a_rows(G, gs[2], r, Dv, mr, base + Lp * D + i0 * Dv);
+        pack_b_rows(Q, cx.qs[2], r, D, nr, base + Lp * (D + Dv) + i0 * Dp);
+        pack_b_rows(G, gs[2], r, Dv, nr, base + Lp * (D + Dv + Dp) + i0 * Dvp);
+        if (r < BR) {  // zero rows of the B panels past L (pack_b_rows wrote K = r rows per panel)
+            // re-pack with BR rows: rows past r are zero
+            T* qb = base + Lp * (D + Dv) + i0 * Dp;
+            T* gb = base + Lp * (D + Dv + Dp) + i0 * Dvp;
+            for (int64_t p = (Dp / nr) - 1; p >= 0; --p) {
+                std::memmove(qb + p * BR * nr, qb + p * r * nr, sizeof(T) * r * nr);
+                std::fill(qb + p * BR * nr + r * nr, qb + (p + 1) * BR * nr, T(0));
+            }
+            for (int64_t p = (Dvp / nr) - 1; p >= 0; --p) {
+                std::memmove(gb + p * BR * nr, gb + p * r * nr, sizeof(T) * r * nr);
+                std::fill(gb + p * BR * nr + r * nr, gb + (p + 1) * BR * nr, T(0));
+            }
+        }
+        for (int64_t i = 0; i < BR; ++i) {
+            T acc = 0;
+            if (i < r)
+                for (int64_t d = 0; d < Dv; ++d) acc += Ov[i * os[2] + d] * G[i * gs[2] + d];
+            Di[n * Lp + i0 + i] = acc;
+        }
     }
-    const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, items)));
 
+    const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, items)));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int64_t it = 0; it < items; ++it) {
-        const int64_t n = it / chunks, chunk = it % chunks;
-        T* buf = thread_arena(ArenaSlot::k0).get_as<T>(static_cast<size_t>(3 * kBrB * kBcB));
-        T* sb = buf;                // S, then P
-        T* dp = buf + kBrB * kBcB;  // dP, then dS
-        T* pd = dp + kBrB * kBcB;   // dropped P (dropout only)
-        const T* Q = cx.q + cx.off(cx.qs, n);
+    for (int64_t it_ = 0; it_ < items; ++it_) {
+        const int64_t n = it_ / chunks, chunk = it_ % chunks;
+        const size_t tile = static_cast<size_t>(BR * BC);
+        T* buf = thread_arena(ArenaSlot::k0).get_as<T>(
+            6 * tile + static_cast<size_t>(D * BC + Dv * BC + BC * Dp + BC * Dp + BC * Dvp));
+        T* sb = buf;             // S, then P (BR x BC)
+        T* dp = sb + tile;       // dP, then dS (BR x BC)
+        T* pd = dp + tile;       // dropped P (dropout only)
+        T* ptA = pd + tile;      // P^T (or dropped) as A panels: [r][mr] per mr keys
+        T* dstA = ptA + tile;    // dS^T as A panels
+        T* dsA = dstA + tile;    // dS as A panels: [c][mr] per mr queries
+        T* kbt = dsA + tile;     // K_j^T as B panels [D][nr keys]
+        T* vbt = kbt + D * BC;   // V_j^T as B panels [Dv][nr keys]
+        T* kb = vbt + Dv * BC;   // K_j as B panels [c][nr features]
+        T* dka = kb + BC * Dp;   // dK_j accumulator (BC x Dp)
+        T* dva = dka + BC * Dp;  // dV_j accumulator (BC x Dvp)
         const T* K = cx.k + cx.off(cx.ks, n);
         const T* V = cx.v + cx.off(cx.vs, n);
-        const T* Gn = GO + cx.off(gs, n);
         const T* Ln = LSE + cx.off(ls, n);
-        const T* Dn = Di + n * L;
-        T* dQ = chunks > 1 ? dQp + it * L * D : GQ + n * L * D;
-        T* dK = GK + n * S * D;
-        T* dV = GV + n * S * Dv;
-        std::memset(dQ, 0, sizeof(T) * L * D);
+        const T* Dn = Di + n * Lp;
+        const T* base = QS + n * per_n;
+        const T* Qa = base;
+        const T* Ga = base + Lp * D;
+        const T* Qb = base + Lp * (D + Dv);
+        const T* Gb = base + Lp * (D + Dv + Dp);
+        T* dQ = dQacc + it_ * Lp * Dp;
+        std::fill(dQ, dQ + Lp * Dp, T(0));
         for (int64_t jt = chunk; jt < nkt; jt += chunks) {
-            const int64_t j0 = jt * kBcB, c = std::min(kBcB, S - j0);
-            std::memset(dK + j0 * D, 0, sizeof(T) * c * D);
-            std::memset(dV + j0 * Dv, 0, sizeof(T) * c * Dv);
-            const int64_t i_start = cx.causal ? (j0 / kBrB) * kBrB : 0;
-            for (int64_t i0 = i_start; i0 < L; i0 += kBrB) {
-                const int64_t r = std::min(kBrB, L - i0);
-                gemm_strided<T>(r, c, D, cx.scale, Q + i0 * cx.qs[2], cx.qs[2], 1, K + j0 * cx.ks[2], 1, cx.ks[2],
-                                T(0), sb, kBcB, 1, 1);
-                apply_mask(cx, n, i0, r, j0, c, sb, kBcB);
+            const int64_t j0 = jt * BC, c = std::min(BC, S - j0);
+            const int64_t cp = (c + nr - 1) / nr * nr;  // keys padded to nr
+            const int64_t ckt = (c + mr - 1) / mr;      // key row tiles
+            pack_bt_rows(K + j0 * cx.ks[2], cx.ks[2], c, D, nr, kbt);
+            pack_bt_rows(V + j0 * cx.vs[2], cx.vs[2], c, Dv, nr, vbt);
+            pack_b_rows(K + j0 * cx.ks[2], cx.ks[2], c, D, nr, kb);
+            std::fill(dka, dka + BC * Dp, T(0));
+            std::fill(dva, dva + BC * Dvp, T(0));
+            const int64_t i_start = cx.causal ? (j0 / BR) * BR : 0;
+            for (int64_t i0 = i_start; i0 < L; i0 += BR) {
+                const int64_t r = std::min(BR, L - i0), rt = (r + mr - 1) / mr, qt = i0 / BR;
+                // S = scale Q_i K_j^T, dP = dO_i V_j^T (r rounded up to mr, c up to nr)
+                for (int64_t a = 0; a < rt; ++a)
+                    for (int64_t b = 0; b < cp / nr; ++b) {
+                        ki.ukernel(D, Qa + (i0 + a * mr) * D, kbt + b * D * nr, sb + a * mr * BC + b * nr, BC, 1,
+                                   cx.scale, T(0));
+                        ki.ukernel(Dv, Ga + (i0 + a * mr) * Dv, vbt + b * Dv * nr, dp + a * mr * BC + b * nr, BC, 1,
+                                   T(1), T(0));
+                    }
+                apply_mask(cx, n, i0, r, j0, c, sb, BC);
                 for (int64_t ii = 0; ii < r; ++ii) {
                     const T lv = Ln[(i0 + ii) * ls[2]];
-                    T* s = sb + ii * kBcB;
-                    if (lv == ninf) std::memset(s, 0, sizeof(T) * c);
-                    else kern.exp_sub_sum(s, c, lv);
+                    T* s_ = sb + ii * BC;
+                    if (lv == ninf) std::fill(s_, s_ + c, T(0));
+                    else kern.exp_sub_sum(s_, c, lv);
+                    std::fill(s_ + c, s_ + cp, T(0));
                 }
-                // dP = dO_i V_j^T
-                gemm_strided<T>(r, c, Dv, T(1), Gn + i0 * gs[2], gs[2], 1, V + j0 * cx.vs[2], 1, cx.vs[2], T(0), dp,
-                                kBcB, 1, 1);
                 const T* pv = sb;
                 if (cx.p > 0) {
                     for (int64_t ii = 0; ii < r; ++ii) {
-                        const uint64_t base = static_cast<uint64_t>((n * L + i0 + ii) * S + j0);
+                        const uint64_t bidx = static_cast<uint64_t>((n * L + i0 + ii) * S + j0);
                         for (int64_t jj = 0; jj < c; ++jj) {
-                            const bool kp = keep_elem(cx.seed, base + jj, cx.p);
-                            pd[ii * kBcB + jj] = kp ? sb[ii * kBcB + jj] * inv_keep : T(0);
-                            dp[ii * kBcB + jj] = kp ? dp[ii * kBcB + jj] * inv_keep : T(0);
+                            const bool kp = keep_elem(cx.seed, bidx + jj, cx.p);
+                            pd[ii * BC + jj] = kp ? sb[ii * BC + jj] * inv_keep : T(0);
+                            dp[ii * BC + jj] = kp ? dp[ii * BC + jj] * inv_keep : T(0);
                         }
                     }
                     pv = pd;
                 }
-                // dV_j += P^T dO_i
-                gemm_strided<T>(c, Dv, r, T(1), pv, 1, kBcB, Gn + i0 * gs[2], gs[2], 1, T(1), dV + j0 * Dv, Dv, 1, 1);
-                // dS = P o (dP - Di)
+                // dS = P o (dP - Di) (rows < r, keys < c; the rest 0)
                 for (int64_t ii = 0; ii < r; ++ii) {
                     const T di = Dn[i0 + ii];
-                    const T* prow = sb + ii * kBcB;
-                    T* drow = dp + ii * kBcB;
+                    const T* prow = sb + ii * BC;
+                    T* drow = dp + ii * BC;
                     for (int64_t jj = 0; jj < c; ++jj) drow[jj] = prow[jj] * (drow[jj] - di);
                 }
-                // dK_j += scale dS^T Q_i ; dQ_i += scale dS K_j
-                gemm_strided<T>(c, D, r, cx.scale, dp, 1, kBcB, Q + i0 * cx.qs[2], cx.qs[2], 1, T(1), dK + j0 * D, D,
-                                1, 1);
-                gemm_strided<T>(r, D, c, cx.scale, dp, kBcB, 1, K + j0 * cx.ks[2], cx.ks[2], 1, T(1), dQ + i0 * D, D,
-                                1, 1);
+                // A panels: P^T and dS^T ([r][mr] per mr keys), dS ([c][mr] per mr queries)
+                for (int64_t kt = 0; kt < ckt; ++kt) {
+                    const int64_t w = std::min(mr, c - kt * mr);
+                    T* pa = ptA + kt * mr * r;
+                    T* da = dstA + kt * mr * r;
+                    for (int64_t ii = 0; ii < r; ++ii) {
+                        const T* prow = pv + ii * BC + kt * mr;
+                        const T* drow = dp + ii * BC + kt * mr;
+                        int64_t j = 0;
+                        for (; j < w; ++j) {
+                            pa[ii * mr + j] = prow[j];
+                            da[ii * mr + j] = drow[j];
+                        }
+                        for (; j < mr; ++j) pa[ii * mr + j] = da[ii * mr + j] = T(0);
+                    }
+                }
+                pack_a_rows(dp, BC, r, c, mr, dsA);
+                // dV_j += P^T dO_i ; dK_j += scale dS^T Q_i  (k = r query rows)
+                for (int64_t kt = 0; kt < ckt; ++kt) {
+                    for (int64_t b = 0; b < Dvp / nr; ++b)
+                        ki.ukernel(r, ptA + kt * mr * r, Gb + qt * BR * Dvp + b * BR * nr, dva + kt * mr * Dvp + b * nr,
+                                   Dvp, 1, T(1), T(1));
+                    for (int64_t b = 0; b < Dp / nr; ++b)
+                        ki.ukernel(r, dstA + kt * mr * r, Qb + qt * BR * Dp + b * BR * nr, dka + kt * mr * Dp + b * nr,
+                                   Dp, 1, cx.scale, T(1));
+                }
+                // dQ_i += scale dS K_j  (k = c keys)
+                for (int64_t a = 0; a < rt; ++a)
+                    for (int64_t b = 0; b < Dp / nr; ++b)
+                        ki.ukernel(c, dsA + a * mr * c, kb + b * c * nr, dQ + (i0 + a * mr) * Dp + b * nr, Dp, 1, cx.scale,
+                                   T(1));
+            }
+            T* dK = GK + n * S * D + j0 * D;
+            T* dV = GV + n * S * Dv + j0 * Dv;
+            for (int64_t kk = 0; kk < c; ++kk) {
+                std::memcpy(dK + kk * D, dka + kk * Dp, sizeof(T) * D);
+                std::memcpy(dV + kk * Dv, dva + kk * Dvp, sizeof(T) * Dv);
             }
         }
     }
-    if (chunks > 1) {
-        const int64_t per = L * D;
-        const int ntr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, N * per / 4096)));
+    // dQ: the sum of the chunks' accumulators in a fixed order (deterministic)
+    const int ntr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, N * L / 64)));
 #pragma omp parallel for num_threads(ntr) schedule(static)
-        for (int64_t e = 0; e < N * per; ++e) {
-            const int64_t n = e / per, o = e % per;
-            T acc = 0;
-            for (int64_t ch = 0; ch < chunks; ++ch) acc += dQp[(n * chunks + ch) * per + o];
-            GQ[e] = acc;
+    for (int64_t nl = 0; nl < N * L; ++nl) {
+        const int64_t n = nl / L, i = nl % L;
+        T* dst = GQ + nl * D;
+        const T* src = dQacc + (n * chunks) * Lp * Dp + i * Dp;
+        for (int64_t d = 0; d < D; ++d) dst[d] = src[d];
+        for (int64_t ch = 1; ch < chunks; ++ch) {
+            const T* s2 = dQacc + (n * chunks + ch) * Lp * Dp + i * Dp;
+            for (int64_t d = 0; d < D; ++d) dst[d] += s2[d];
         }
     }
 }
