@@ -119,8 +119,9 @@ int choose_threads(const Dims& d) {
 // Runs `steps` steps of nt ranges on a team of threads: phase(s, k, r) for every phase k < phases and range
 // r < nt, with a barrier after each phase. Range r always runs on the same thread (r mod team), so data a
 // thread writes for its own range in one step is read back by the same thread in the next.
+// barrier_mask bit k set: a barrier after phase k (default: after every phase).
 template <class F>
-void run_ranges(int nt, int64_t steps, int phases, F&& phase) {
+void run_ranges(int nt, int64_t steps, int phases, F&& phase, unsigned barrier_mask = ~0u) {
 #ifdef _OPENMP
     if (nt > 1 && !omp_in_parallel()) {
 #pragma omp parallel num_threads(nt)
@@ -129,7 +130,9 @@ void run_ranges(int nt, int64_t steps, int phases, F&& phase) {
             for (int64_t s = 0; s < steps; ++s)
                 for (int k = 0; k < phases; ++k) {
                     for (int r = tid; r < nt; r += team) phase(s, k, r);
+                    if (barrier_mask & (1u << k)) {
 #pragma omp barrier
+                    }
                 }
         }
         return;
@@ -321,7 +324,10 @@ void backward_impl(const Dims& d, const View& x, const View* h0, const View* c0,
                 }
             }
         }
-    });
+    }, /*barrier_mask=*/1u);  // no barrier after the GEMM phase: its output (dh of this range) is read by
+                              // the same thread next step, and the next pointwise phase writes dG_{t-1}, not
+                              // the dG_t other threads may still be reading
+
     if (grad_h0) copy_2d<T>(B, H, dh, H, 1, grad_h0->ptr<T>(), grad_h0->strides[0], grad_h0->strides[1]);
     if (grad_c0) copy_2d<T>(B, H, dc, H, 1, grad_c0->ptr<T>(), grad_c0->strides[0], grad_c0->strides[1]);
     const int64_t TB = T_ * B;
