@@ -13,6 +13,8 @@ namespace layerforge {
 namespace py_bind {
 void bind_gemm(py::module_& m);
 void bind_conv(py::module_& m);  // conv2d and pooling
+void bind_lstm(py::module_& m);
+void bind_attention(py::module_& m);
 }  // namespace py_bind
 }  // namespace layerforge
 
@@ -54,4 +56,6 @@ PYBIND11_MODULE(LAYERFORGE_CPU_MODULE_NAME, m) {
 
     py_bind::bind_gemm(m);
     py_bind::bind_conv(m);
+    py_bind::bind_lstm(m);
+    py_bind::bind_attention(m);
 }

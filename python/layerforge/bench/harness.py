@@ -18,6 +18,8 @@ FAMILIES: dict[str, str] = {
     "matmul": "layerforge.bench.matmul",
     "conv": "layerforge.bench.conv",
     "pool": "layerforge.bench.pool",
+    "lstm": "layerforge.bench.lstm",
+    "attention": "layerforge.bench.attention",
 }
 
 

@@ -1,0 +1,602 @@
+// Scaled-dot-product attention, FlashAttention-style (see layerforge/attention.h).
+//
+// Forward: work items are (batch index, tile of BR query rows), scheduled dynamically over the threads
+// (causal tiles differ in work). Each item walks the key tiles of BC keys: S = scale Q_i K_j^T (BR x BC,
+// the packed GEMM on one thread), mask, then the online softmax per row (running max m and sum l; the
+// output rows, accumulated in place in `out`, are rescaled by exp(m_old - m_new)), then out_i += P V_j.
+// Under causal masking the key tiles right of the diagonal are never visited. At the end out /= l and
+// lse = m + log l. Scratch: one BR x BC tile per thread.
+// Backward (FlashAttention-2): Di = rowsum(dO o O) first, and Q and dO of every batch index packed once
+// in the micro-kernel's A and B layouts (O(L) memory). Work items are (batch index, chunk of key tiles);
+// per key tile, K_j and V_j are packed once, and for each query tile that can see it, P = exp(S - lse) is
+// recomputed from the saved lse, dP = dO_i V_j^T, dS = P o (dP - Di), and the micro-kernel accumulates
+// dV_j += P^T dO_i, dK_j += scale dS^T Q_i (in per-tile accumulators) and dQ_i += scale dS K_j (in a
+// per-item accumulator). A batch index belongs to one thread when there are at least as many batch
+// indices as threads; otherwise its key tiles are split into chunks whose dQ accumulators are summed in a
+// fixed order afterwards (deterministic: no atomics).
+#include "layerforge/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "layerforge/gemm.h"
+#include "layerforge/runtime.h"
+#include "cpu_internal.h"
+#include "seq_pointwise.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace layerforge {
+
+namespace {
+
+using detail::ArenaSlot;
+using detail::thread_arena;
+
+constexpr int64_t kBrF = 48, kBcF = 256;  // forward tiles (query rows, rounded down to MR; keys)
+constexpr int64_t kBrB = 96, kBcB = 96;   // backward tiles (query rows rounded down to MR; keys)
+
+void fail(const std::string& what) { throw ValueError("scaled_dot_product_attention: " + what); }
+
+inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+// Dropout keep decision for element (n, i, j): a counter-based hash, identical in forward and backward.
+inline bool keep_elem(uint64_t seed, uint64_t idx, double p) {
+    const uint64_t h = mix64(idx * 0x9E3779B97F4A7C15ULL + mix64(seed + 0x632BE59BD9B4E019ULL));
+    const double u = static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0);
+    return u >= p;
+}
+
+template <typename T>
+struct Ctx {
+    int64_t B1, B2, L, S, D, Dv;
+    const T *q, *k, *v;
+    int64_t qs[3], ks[3], vs[3];  // strides of b1, b2, row (last dim stride 1)
+    const AttentionMask* mask;
+    T scale;
+    bool causal;
+    double p;
+    uint64_t seed;
+    int64_t N() const { return B1 * B2; }
+    int64_t off(const int64_t* s, int64_t n) const { return (n / B2) * s[0] + (n % B2) * s[1]; }
+};
+
+// Adds the mask / causal -inf to the score tile rows [i0, i0+r) x cols [j0, j0+c) (row stride ld).
+template <typename T>
+void apply_mask(const Ctx<T>& cx, int64_t n, int64_t i0, int64_t r, int64_t j0, int64_t c, T* s, int64_t ld) {
+    const T ninf = -std::numeric_limits<T>::infinity();
+    const AttentionMask& m = *cx.mask;
+    if (m.data) {
+        const int64_t base = (n / cx.B2) * m.strides[0] + (n % cx.B2) * m.strides[1];
+        for (int64_t ii = 0; ii < r; ++ii) {
+            T* row = s + ii * ld;
+            const int64_t o = base + (i0 + ii) * m.strides[2] + j0 * m.strides[3];
+            if (m.is_bool) {
+                const uint8_t* mp = static_cast<const uint8_t*>(m.data) + o;
+                if (m.strides[3] == 1) {
+                    if (!std::memchr(mp, 0, static_cast<size_t>(c))) continue;  // all attend (padding masks)
+                    for (int64_t jj = 0; jj < c; ++jj) row[jj] = mp[jj] ? row[jj] : ninf;
+                } else {
+                    for (int64_t jj = 0; jj < c; ++jj)
+                        if (!mp[jj * m.strides[3]]) row[jj] = ninf;
+                }
+            } else {
+                const T* mp = static_cast<const T*>(m.data) + o;
+                const int64_t st = m.strides[3];
+                if (st == 1)
+                    for (int64_t jj = 0; jj < c; ++jj) row[jj] += mp[jj];
+                else
+                    for (int64_t jj = 0; jj < c; ++jj) row[jj] += mp[jj * st];
+            }
+        }
+    }
+    if (cx.causal && j0 + c - 1 > i0)
+        for (int64_t ii = 0; ii < r; ++ii) {
+            const int64_t first = std::max<int64_t>(0, i0 + ii + 1 - j0);  // keys j > i masked
+            for (int64_t jj = first; jj < c; ++jj) s[ii * ld + jj] = ninf;
+        }
+}
+
+template <typename T>
+void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
+    const int64_t N = cx.N(), L = cx.L, S = cx.S, D = cx.D, Dv = cx.Dv;
+    const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
+    const int64_t mr = ki.mr, nr = ki.nr;
+    const int64_t BR = kBrF / mr * mr, BC = kBcF;  // BC is a multiple of every nr
+    const int64_t mtile = BR / mr;
+    const int64_t nqt = (L + BR - 1) / BR;
+    const int64_t nkt = (S + BC - 1) / BC;
+    const int64_t nkp = (S + nr - 1) / nr;     // key panels of nr keys
+    const int64_t nvp = (Dv + nr - 1) / nr;    // value panels of nr features
+    const int64_t DvP = nvp * nr;
+    const int threads = std::max(1, get_num_threads());
+    const detail::SeqKernels<T> kern = detail::seq_kernels<T>();
+    const T ninf = -std::numeric_limits<T>::infinity();
+    const T inv_keep = cx.p > 0 ? T(1.0 / (1.0 - cx.p)) : T(1);
+    T* O = out.ptr<T>();
+    T* LSE = lse.ptr<T>();
+    const int64_t os[3] = {out.strides[0], out.strides[1], out.strides[2]};
+    const int64_t ls[3] = {lse.strides[0], lse.strides[1], lse.strides[2]};
+
+    // K and V of every batch index packed once as the micro-kernel's B panels (master's slot k1):
+    //   Kp[n][kp]: [D][nr] of keys kp*nr.. (zero past S);  Vp[n][jt][vp]: [BC][nr] of the keys of key
+    //   tile jt and features vp*nr.. (zero past S / Dv). O(N (S D + S Dv)): grows with S, not L x S.
+    const int64_t k_per = nkp * D * nr, v_per = nkt * nvp * BC * nr;
+    T* Kp = thread_arena(ArenaSlot::k1).get_as<T>(static_cast<size_t>(N * (k_per + v_per) + 1));
+    T* Vp = Kp + N * k_per;
+    const int npk = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, N * (nkp + nkt))));
+#pragma omp parallel for num_threads(npk) schedule(static)
+    for (int64_t w = 0; w < N * (nkp + nkt); ++w) {
+        const int64_t n = w / (nkp + nkt), e = w % (nkp + nkt);
+        if (e < nkp) {
+            const T* K = cx.k + cx.off(cx.ks, n);
+            T* dst = Kp + n * k_per + e * D * nr;
+            for (int64_t j = 0; j < nr; ++j) {
+                const int64_t key = e * nr + j;
+                const T* kr = K + key * cx.ks[2];
+                if (key < S)
+                    for (int64_t d = 0; d < D; ++d) dst[d * nr + j] = kr[d];
+                else
+                    for (int64_t d = 0; d < D; ++d) dst[d * nr + j] = T(0);
+            }
+        } else {
+            const int64_t jt = e - nkp;
+            const T* V = cx.v + cx.off(cx.vs, n);
+            T* dst = Vp + n * v_per + jt * nvp * BC * nr;
+            for (int64_t kk = 0; kk < BC; ++kk) {
+                const int64_t key = jt * BC + kk;
+                for (int64_t vp = 0; vp < nvp; ++vp) {
+                    T* drow = dst + (vp * BC + kk) * nr;
+                    for (int64_t j = 0; j < nr; ++j) {
+                        const int64_t f = vp * nr + j;
+                        drow[j] = (key < S && f < Dv) ? V[key * cx.vs[2] + f] : T(0);
+                    }
+                }
+            }
+        }
+    }
+
+    const int64_t items = N * nqt;
+    const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, items)));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t itm = 0; itm < items; ++itm) {
+        const int64_t n = itm / nqt, i0 = (itm % nqt) * BR, r = std::min(BR, L - i0);
+        // per-thread scratch: S tile (BR x BC), packed Q (BR x D), packed P (BR x BC), O (BR x DvP), m, l
+        T* sb = thread_arena(ArenaSlot::k0).get_as<T>(
+            static_cast<size_t>(BR * BC + BR * D + BR * BC + BR * DvP + 2 * BR));
+        T* qp = sb + BR * BC;
+        T* pp = qp + BR * D;
+        T* oa = pp + BR * BC;
+        T* m = oa + BR * DvP;
+        T* l = m + BR;
+        const T* Q = cx.q + cx.off(cx.qs, n) + i0 * cx.qs[2];
+        for (int64_t it = 0; it < mtile; ++it)  // Q rows as A panels [D][mr] (zero rows past r)
+            for (int64_t i = 0; i < mr; ++i) {
+                const int64_t row = it * mr + i;
+                T* d = qp + it * mr * D + i;
+                if (row < r) {
+                    const T* qr = Q + row * cx.qs[2];
+                    for (int64_t k = 0; k < D; ++k) d[k * mr] = qr[k];
+                } else {
+                    for (int64_t k = 0; k < D; ++k) d[k * mr] = T(0);
+                }
+            }
+        std::fill(oa, oa + BR * DvP, T(0));
+        for (int64_t ii = 0; ii < BR; ++ii) {
+            m[ii] = ninf;
+            l[ii] = 0;
+        }
+        const int64_t mt_used = (r + mr - 1) / mr;
+        const int64_t j_end = cx.causal ? std::min(S, i0 + r) : S;
+        for (int64_t j0 = 0; j0 < j_end; j0 += BC) {
+            const int64_t c = std::min(BC, j_end - j0), ncp = (c + nr - 1) / nr;
+            const T* kp = Kp + n * k_per + (j0 / nr) * D * nr;
+            for (int64_t it = 0; it < mt_used; ++it)
+                for (int64_t p = 0; p < ncp; ++p)
+                    ki.ukernel(D, qp + it * mr * D, kp + p * D * nr, sb + it * mr * BC + p * nr, BC, 1, cx.scale, T(0));
+            apply_mask(cx, n, i0, r, j0, c, sb, BC);
+            for (int64_t ii = 0; ii < r; ++ii) {
+                T* s_ = sb + ii * BC;
+                const T mt = kern.row_max(s_, c);
+                const T mn = std::max(m[ii], mt);
+                if (mn == ninf) {  // everything so far masked: nothing to add
+                    std::fill(s_, s_ + c, T(0));
+                    continue;
+                }
+                const T alpha = std::exp(m[ii] - mn);  // 0 when m was -inf
+                const T sum = kern.exp_sub_sum(s_, c, mn);
+                l[ii] = l[ii] * alpha + sum;
+                m[ii] = mn;
+                if (alpha != T(1)) {
+                    T* o = oa + ii * DvP;
+                    for (int64_t d = 0; d < DvP; ++d) o[d] *= alpha;
+                }
+                if (cx.p > 0) {
+                    const uint64_t base = static_cast<uint64_t>((n * L + i0 + ii) * S + j0);
+                    for (int64_t jj = 0; jj < c; ++jj)
+                        s_[jj] = keep_elem(cx.seed, base + jj, cx.p) ? s_[jj] * inv_keep : T(0);
+                }
+            }
+            // P as A panels [c][mr] (zero rows past r), then O += P V_j
+            for (int64_t it = 0; it < mt_used; ++it) {
+                T* d = pp + it * mr * c;
+                for (int64_t i = 0; i < mr; ++i) {
+                    const int64_t row = it * mr + i;
+                    if (row < r) {
+                        const T* srow = sb + row * BC;
+                        for (int64_t kk = 0; kk < c; ++kk) d[kk * mr + i] = srow[kk];
+                    } else {
+                        for (int64_t kk = 0; kk < c; ++kk) d[kk * mr + i] = T(0);
+                    }
+                }
+            }
+            const T* vp = Vp + n * v_per + (j0 / BC) * nvp * BC * nr;
+            for (int64_t it = 0; it < mt_used; ++it)
+                for (int64_t p = 0; p < nvp; ++p)
+                    ki.ukernel(c, pp + it * mr * c, vp + p * BC * nr, oa + it * mr * DvP + p * nr, DvP, 1, T(1), T(1));
+        }
+        T* Ob = O + cx.off(os, n) + i0 * os[2];
+        T* lrow = LSE + cx.off(ls, n) + i0 * ls[2];
+        for (int64_t ii = 0; ii < r; ++ii) {
+            T* o = Ob + ii * os[2];
+            const T* a = oa + ii * DvP;
+            if (l[ii] > 0) {
+                const T inv = T(1) / l[ii];
+                for (int64_t d = 0; d < Dv; ++d) o[d] = a[d] * inv;
+                lrow[ii * ls[2]] = m[ii] + std::log(l[ii]);
+            } else {
+                for (int64_t d = 0; d < Dv; ++d) o[d] = 0;
+                lrow[ii * ls[2]] = ninf;
+            }
+        }
+    }
+}
+
+// Packing helpers for the backward (the micro-kernel's operand layouts; zero padding past the edges).
+// A panels: rows [r0, r0 + mr) of a (rows x K, row stride rs, unit column stride) as [K][mr].
+template <typename T>
+void pack_a_rows(const T* a, int64_t rs, int64_t rows, int64_t K, int64_t mr, T* dst) {
+    for (int64_t r0 = 0; r0 < rows; r0 += mr) {
+        T* d = dst + r0 * K;
+        for (int64_t i = 0; i < mr; ++i) {
+            if (r0 + i < rows) {
+                const T* src = a + (r0 + i) * rs;
+                for (int64_t k = 0; k < K; ++k) d[k * mr + i] = src[k];
+            } else {
+                for (int64_t k = 0; k < K; ++k) d[k * mr + i] = T(0);
+            }
+        }
+    }
+}
+// B panels of a^T: a is (cols x K) (rows of a become columns), panels of nr columns as [K][nr].
+template <typename T>
+void pack_bt_rows(const T* a, int64_t rs, int64_t cols, int64_t K, int64_t nr, T* dst) {
+    pack_a_rows(a, rs, cols, K, nr, dst);  // the same layout with nr in place of mr
+}
+// B panels of a: a is (K x cols) (row stride rs), panels of nr columns as [K][nr]; K rows, cols columns.
+template <typename T>
+void pack_b_rows(const T* a, int64_t rs, int64_t K, int64_t cols, int64_t nr, T* dst) {
+    const int64_t np = (cols + nr - 1) / nr;
+    for (int64_t p = 0; p < np; ++p) {
+        T* d = dst + p * K * nr;
+        const int64_t w = std::min(nr, cols - p * nr);
+        for (int64_t k = 0; k < K; ++k) {
+            const T* src = a + k * rs + p * nr;
+            int64_t j = 0;
+            for (; j < w; ++j) d[k * nr + j] = src[j];
+            for (; j < nr; ++j) d[k * nr + j] = T(0);
+        }
+    }
+}
+
+template <typename T>
+void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const View& gout, const View& gq,
+                   const View& gk, const View& gv) {
+    const int64_t N = cx.N(), L = cx.L, S = cx.S, D = cx.D, Dv = cx.Dv;
+    const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
+    const int64_t mr = ki.mr, nr = ki.nr;
+    const int64_t BR = kBrB / mr * mr, BC = kBcB;  // BC (96) a multiple of every mr and nr
+    const int64_t nqt = (L + BR - 1) / BR, Lp = nqt * BR;
+    const int64_t Dp = (D + nr - 1) / nr * nr, Dvp = (Dv + nr - 1) / nr * nr;
+    const int threads = std::max(1, get_num_threads());
+    const detail::SeqKernels<T> kern = detail::seq_kernels<T>();
+    const T ninf = -std::numeric_limits<T>::infinity();
+    const T inv_keep = cx.p > 0 ? T(1.0 / (1.0 - cx.p)) : T(1);
+    const int64_t nkt = (S + BC - 1) / BC;
+    const int64_t chunks = (N >= threads || nkt <= 1) ? 1 : std::min<int64_t>(threads, nkt);
+    const int64_t items = N * chunks;
+    const T* O = out.ptr<T>();
+    const T* GO = gout.ptr<T>();
+    const T* LSE = lse.ptr<T>();
+    const int64_t os[3] = {out.strides[0], out.strides[1], out.strides[2]};
+    const int64_t gs[3] = {gout.strides[0], gout.strides[1], gout.strides[2]};
+    const int64_t ls[3] = {lse.strides[0], lse.strides[1], lse.strides[2]};
+    T* GQ = gq.ptr<T>();
+    T* GK = gk.ptr<T>();
+    T* GV = gv.ptr<T>();
+    // Shared scratch (master's slot k1), all O(L) per batch index:
+    //   Di (N x Lp); per n: Q and dO as A panels (Lp x D, Lp x Dv) and, per query tile, as B panels
+    //   ([BR][nr] per feature panel: BR x Dp, BR x Dvp); dQ accumulators (items x Lp x Dp).
+    const int64_t per_n = Lp * D + Lp * Dv + Lp * Dp + Lp * Dvp;
+    T* Di = thread_arena(ArenaSlot::k1).get_as<T>(static_cast<size_t>(N * Lp + N * per_n + items * Lp * Dp + 1));
+    T* QS = Di + N * Lp;
+    T* dQacc = QS + N * per_n;
+    const int64_t work0 = N * nqt;
+    const int np0 = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, work0)));
+#pragma omp parallel for num_threads(np0) schedule(static)
+    for (int64_t w = 0; w < work0; ++w) {
+        const int64_t n = w / nqt, i0 = (w % nqt) * BR, r = std::min(BR, L - i0);
+        const T* Q = cx.q + cx.off(cx.qs, n) + i0 * cx.qs[2];
+        const T* G = GO + cx.off(gs, n) + i0 * gs[2];
+        const T* Ov = O + cx.off(os, n) + i0 * os[2];
+        T* base = QS + n * per_n;
+        pack_a_rows(Q, cx.qs[2], r, D, mr, base + i0 * D);
+        pack_a_rows(G, gs[2], r, Dv, mr, base + Lp * D + i0 * Dv);
+        pack_b_rows(Q, cx.qs[2], r, D, nr, base + Lp * (D + Dv) + i0 * Dp);
+        pack_b_rows(G, gs[2], r, Dv, nr, base + Lp * (D + Dv + Dp) + i0 * Dvp);
+        if (r < BR) {  // zero rows of the B panels past L (pack_b_rows wrote K = r rows per panel)
+            // re-pack with BR rows: rows past r are zero
+            T* qb = base + Lp * (D + Dv) + i0 * Dp;
+            T* gb = base + Lp * (D + Dv + Dp) + i0 * Dvp;
+            for (int64_t p = (Dp / nr) - 1; p >= 0; --p) {
+                std::memmove(qb + p * BR * nr, qb + p * r * nr, sizeof(T) * r * nr);
+                std::fill(qb + p * BR * nr + r * nr, qb + (p + 1) * BR * nr, T(0));
+            }
+            for (int64_t p = (Dvp / nr) - 1; p >= 0; --p) {
+                std::memmove(gb + p * BR * nr, gb + p * r * nr, sizeof(T) * r * nr);
+                std::fill(gb + p * BR * nr + r * nr, gb + (p + 1) * BR * nr, T(0));
+            }
+        }
+        for (int64_t i = 0; i < BR; ++i) {
+            T acc = 0;
+            if (i < r)
+                for (int64_t d = 0; d < Dv; ++d) acc += Ov[i * os[2] + d] * G[i * gs[2] + d];
+            Di[n * Lp + i0 + i] = acc;
+        }
+    }
+
+    const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, items)));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t it_ = 0; it_ < items; ++it_) {
+        const int64_t n = it_ / chunks, chunk = it_ % chunks;
+        const size_t tile = static_cast<size_t>(BR * BC);
+        T* buf = thread_arena(ArenaSlot::k0).get_as<T>(
+            6 * tile + static_cast<size_t>(D * BC + Dv * BC + BC * Dp + BC * Dp + BC * Dvp));
+        T* sb = buf;             // S, then P (BR x BC)
+        T* dp = sb + tile;       // dP, then dS (BR x BC)
+        T* pd = dp + tile;       // dropped P (dropout only)
+        T* ptA = pd + tile;      // P^T (or dropped) as A panels: [r][mr] per mr keys
+        T* dstA = ptA + tile;    // dS^T as A panels
+        T* dsA = dstA + tile;    // dS as A panels: [c][mr] per mr queries
+        T* kbt = dsA + tile;     // K_j^T as B panels [D][nr keys]
+        T* vbt = kbt + D * BC;   // V_j^T as B panels [Dv][nr keys]
+        T* kb = vbt + Dv * BC;   // K_j as B panels [c][nr features]
+        T* dka = kb + BC * Dp;   // dK_j accumulator (BC x Dp)
+        T* dva = dka + BC * Dp;  // dV_j accumulator (BC x Dvp)
+        const T* K = cx.k + cx.off(cx.ks, n);
+        const T* V = cx.v + cx.off(cx.vs, n);
+        const T* Ln = LSE + cx.off(ls, n);
+        const T* Dn = Di + n * Lp;
+        const T* base = QS + n * per_n;
+        const T* Qa = base;
+        const T* Ga = base + Lp * D;
+        const T* Qb = base + Lp * (D + Dv);
+        const T* Gb = base + Lp * (D + Dv + Dp);
+        T* dQ = dQacc + it_ * Lp * Dp;
+        std::fill(dQ, dQ + Lp * Dp, T(0));
+        for (int64_t jt = chunk; jt < nkt; jt += chunks) {
+            const int64_t j0 = jt * BC, c = std::min(BC, S - j0);
+            const int64_t cp = (c + nr - 1) / nr * nr;  // keys padded to nr
+            const int64_t ckt = (c + mr - 1) / mr;      // key row tiles
+            pack_bt_rows(K + j0 * cx.ks[2], cx.ks[2], c, D, nr, kbt);
+            pack_bt_rows(V + j0 * cx.vs[2], cx.vs[2], c, Dv, nr, vbt);
+            pack_b_rows(K + j0 * cx.ks[2], cx.ks[2], c, D, nr, kb);
+            std::fill(dka, dka + BC * Dp, T(0));
+            std::fill(dva, dva + BC * Dvp, T(0));
+            const int64_t i_start = cx.causal ? (j0 / BR) * BR : 0;
+            for (int64_t i0 = i_start; i0 < L; i0 += BR) {
+                const int64_t r = std::min(BR, L - i0), rt = (r + mr - 1) / mr, qt = i0 / BR;
+                // S = scale Q_i K_j^T, dP = dO_i V_j^T (r rounded up to mr, c up to nr)
+                for (int64_t a = 0; a < rt; ++a)
+                    for (int64_t b = 0; b < cp / nr; ++b) {
+                        ki.ukernel(D, Qa + (i0 + a * mr) * D, kbt + b * D * nr, sb + a * mr * BC + b * nr, BC, 1,
+                                   cx.scale, T(0));
+                        ki.ukernel(Dv, Ga + (i0 + a * mr) * Dv, vbt + b * Dv * nr, dp + a * mr * BC + b * nr, BC, 1,
+                                   T(1), T(0));
+                    }
+                apply_mask(cx, n, i0, r, j0, c, sb, BC);
+                for (int64_t ii = 0; ii < r; ++ii) {
+                    const T lv = Ln[(i0 + ii) * ls[2]];
+                    T* s_ = sb + ii * BC;
+                    if (lv == ninf) std::fill(s_, s_ + c, T(0));
+                    else kern.exp_sub_sum(s_, c, lv);
+                    std::fill(s_ + c, s_ + cp, T(0));
+                }
+                const T* pv = sb;
+                if (cx.p > 0) {
+                    for (int64_t ii = 0; ii < r; ++ii) {
+                        const uint64_t bidx = static_cast<uint64_t>((n * L + i0 + ii) * S + j0);
+                        for (int64_t jj = 0; jj < c; ++jj) {
+                            const bool kp = keep_elem(cx.seed, bidx + jj, cx.p);
+                            pd[ii * BC + jj] = kp ? sb[ii * BC + jj] * inv_keep : T(0);
+                            dp[ii * BC + jj] = kp ? dp[ii * BC + jj] * inv_keep : T(0);
+                        }
+                    }
+                    pv = pd;
+                }
+                // dS = P o (dP - Di) (rows < r, keys < c; the rest 0)
+                for (int64_t ii = 0; ii < r; ++ii) {
+                    const T di = Dn[i0 + ii];
+                    const T* prow = sb + ii * BC;
+                    T* drow = dp + ii * BC;
+                    for (int64_t jj = 0; jj < c; ++jj) drow[jj] = prow[jj] * (drow[jj] - di);
+                }
+                // A panels: P^T and dS^T ([r][mr] per mr keys), dS ([c][mr] per mr queries)
+                for (int64_t kt = 0; kt < ckt; ++kt) {
+                    const int64_t w = std::min(mr, c - kt * mr);
+                    T* pa = ptA + kt * mr * r;
+                    T* da = dstA + kt * mr * r;
+                    for (int64_t ii = 0; ii < r; ++ii) {
+                        const T* prow = pv + ii * BC + kt * mr;
+                        const T* drow = dp + ii * BC + kt * mr;
+                        int64_t j = 0;
+                        for (; j < w; ++j) {
+                            pa[ii * mr + j] = prow[j];
+                            da[ii * mr + j] = drow[j];
+                        }
+                        for (; j < mr; ++j) pa[ii * mr + j] = da[ii * mr + j] = T(0);
+                    }
+                }
+                pack_a_rows(dp, BC, r, c, mr, dsA);
+                // dV_j += P^T dO_i ; dK_j += scale dS^T Q_i  (k = r query rows)
+                for (int64_t kt = 0; kt < ckt; ++kt) {
+                    for (int64_t b = 0; b < Dvp / nr; ++b)
+                        ki.ukernel(r, ptA + kt * mr * r, Gb + qt * BR * Dvp + b * BR * nr, dva + kt * mr * Dvp + b * nr,
+                                   Dvp, 1, T(1), T(1));
+                    for (int64_t b = 0; b < Dp / nr; ++b)
+                        ki.ukernel(r, dstA + kt * mr * r, Qb + qt * BR * Dp + b * BR * nr, dka + kt * mr * Dp + b * nr,
+                                   Dp, 1, cx.scale, T(1));
+                }
+                // dQ_i += scale dS K_j  (k = c keys)
+                for (int64_t a = 0; a < rt; ++a)
+                    for (int64_t b = 0; b < Dp / nr; ++b)
+                        ki.ukernel(c, dsA + a * mr * c, kb + b * c * nr, dQ + (i0 + a * mr) * Dp + b * nr, Dp, 1, cx.scale,
+                                   T(1));
+            }
+            T* dK = GK + n * S * D + j0 * D;
+            T* dV = GV + n * S * Dv + j0 * Dv;
+            for (int64_t kk = 0; kk < c; ++kk) {
+                std::memcpy(dK + kk * D, dka + kk * Dp, sizeof(T) * D);
+                std::memcpy(dV + kk * Dv, dva + kk * Dvp, sizeof(T) * Dv);
+            }
+        }
+    }
+    // dQ: the sum of the chunks' accumulators in a fixed order (deterministic)
+    const int ntr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, N * L / 64)));
+#pragma omp parallel for num_threads(ntr) schedule(static)
+    for (int64_t nl = 0; nl < N * L; ++nl) {
+        const int64_t n = nl / L, i = nl % L;
+        T* dst = GQ + nl * D;
+        const T* src = dQacc + (n * chunks) * Lp * Dp + i * Dp;
+        for (int64_t d = 0; d < D; ++d) dst[d] = src[d];
+        for (int64_t ch = 1; ch < chunks; ++ch) {
+            const T* s2 = dQacc + (n * chunks + ch) * Lp * Dp + i * Dp;
+            for (int64_t d = 0; d < D; ++d) dst[d] += s2[d];
+        }
+    }
+}
+
+void expect4(const View& v, const char* name) {
+    if (v.ndim != 4) fail(std::string(name) + " must be 4-d (B1, B2, rows, features), got " + v.shape_str());
+    if (v.shape[3] > 1 && v.strides[3] != 1) fail(std::string(name) + " must have unit stride in its last dim");
+}
+
+bool contiguous(const View& v) {
+    if (v.numel() == 0) return true;
+    int64_t st = 1;
+    for (int d = v.ndim - 1; d >= 0; --d) {
+        if (v.shape[d] != 1 && v.strides[d] != st) return false;
+        st *= v.shape[d];
+    }
+    return true;
+}
+
+template <typename T>
+Ctx<T> make_ctx(const View& q, const View& k, const View& v, const AttentionMask& mask, const AttentionParams& p) {
+    Ctx<T> cx;
+    cx.B1 = q.shape[0];
+    cx.B2 = q.shape[1];
+    cx.L = q.shape[2];
+    cx.D = q.shape[3];
+    cx.S = k.shape[2];
+    cx.Dv = v.shape[3];
+    cx.q = q.ptr<T>();
+    cx.k = k.ptr<T>();
+    cx.v = v.ptr<T>();
+    for (int d = 0; d < 3; ++d) {
+        cx.qs[d] = q.strides[d];
+        cx.ks[d] = k.strides[d];
+        cx.vs[d] = v.strides[d];
+    }
+    cx.mask = &mask;
+    cx.scale = std::isnan(p.scale) ? T(1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(1, cx.D))))
+                                   : static_cast<T>(p.scale);
+    cx.causal = p.is_causal;
+    cx.p = p.dropout_p;
+    cx.seed = p.seed;
+    return cx;
+}
+
+void check_inputs(const View& q, const View& k, const View& v, const AttentionMask& mask, const AttentionParams& p) {
+    expect4(q, "q");
+    expect4(k, "k");
+    expect4(v, "v");
+    if (q.dtype != DType::f32 && q.dtype != DType::f64)
+        throw DTypeError(std::string("scaled_dot_product_attention: unsupported dtype ") + dtype_name(q.dtype));
+    if (k.dtype != q.dtype || v.dtype != q.dtype)
+        throw DTypeError("scaled_dot_product_attention: q, k and v must have the same dtype");
+    for (int d = 0; d < 2; ++d)
+        if (k.shape[d] != q.shape[d] || v.shape[d] != q.shape[d])
+            fail("batch dims of q " + q.shape_str() + ", k " + k.shape_str() + " and v " + v.shape_str() +
+                 " must match");
+    if (k.shape[3] != q.shape[3])
+        fail("q " + q.shape_str() + " and k " + k.shape_str() + " must have the same feature size D");
+    if (v.shape[2] != k.shape[2])
+        fail("k " + k.shape_str() + " and v " + v.shape_str() + " must have the same number of keys S");
+    if (mask.data && p.is_causal) fail("attn_mask and is_causal cannot both be given");
+    if (!(p.dropout_p >= 0.0 && p.dropout_p < 1.0)) fail("dropout_p must be in [0, 1)");
+}
+
+void expect_shape(const View& v, const char* name, int64_t a, int64_t b, int64_t c, int64_t d, int nd = 4) {
+    const int64_t s[4] = {a, b, c, d};
+    bool ok = v.ndim == nd;
+    for (int i = 0; ok && i < nd; ++i) ok = v.shape[i] == s[i];
+    if (!ok) fail(std::string(name) + " has shape " + v.shape_str() + ", which does not fit q, k and v");
+}
+
+}  // namespace
+
+void sdpa_forward(const View& q, const View& k, const View& v, const AttentionMask& mask, const AttentionParams& p,
+                  const View& out, const View& lse) {
+    check_inputs(q, k, v, mask, p);
+    expect4(out, "out");
+    expect_shape(out, "out", q.shape[0], q.shape[1], q.shape[2], v.shape[3]);
+    expect_shape(lse, "lse", q.shape[0], q.shape[1], q.shape[2], 0, 3);
+    if (out.dtype != q.dtype || lse.dtype != q.dtype) throw DTypeError("scaled_dot_product_attention: out/lse dtype");
+    if (q.dtype == DType::f32)
+        forward_impl<float>(make_ctx<float>(q, k, v, mask, p), out, lse);
+    else
+        forward_impl<double>(make_ctx<double>(q, k, v, mask, p), out, lse);
+}
+
+void sdpa_backward(const View& q, const View& k, const View& v, const AttentionMask& mask, const AttentionParams& p,
+                   const View& out, const View& lse, const View& grad_out, const View& grad_q, const View& grad_k,
+                   const View& grad_v) {
+    check_inputs(q, k, v, mask, p);
+    expect4(out, "out");
+    expect4(grad_out, "grad_out");
+    expect_shape(out, "out", q.shape[0], q.shape[1], q.shape[2], v.shape[3]);
+    expect_shape(grad_out, "grad_out", q.shape[0], q.shape[1], q.shape[2], v.shape[3]);
+    expect_shape(lse, "lse", q.shape[0], q.shape[1], q.shape[2], 0, 3);
+    expect_shape(grad_q, "grad_q", q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+    expect_shape(grad_k, "grad_k", k.shape[0], k.shape[1], k.shape[2], k.shape[3]);
+    expect_shape(grad_v, "grad_v", v.shape[0], v.shape[1], v.shape[2], v.shape[3]);
+    for (const View* w : {&out, &lse, &grad_out, &grad_q, &grad_k, &grad_v})
+        if (w->dtype != q.dtype) throw DTypeError("scaled_dot_product_attention: all arrays must have q's dtype");
+    if (!contiguous(grad_q) || !contiguous(grad_k) || !contiguous(grad_v))
+        fail("grad_q, grad_k and grad_v must be C-contiguous");
+    if (q.dtype == DType::f32)
+        backward_impl<float>(make_ctx<float>(q, k, v, mask, p), out, lse, grad_out, grad_q, grad_k, grad_v);
+    else
+        backward_impl<double>(make_ctx<double>(q, k, v, mask, p), out, lse, grad_out, grad_q, grad_k, grad_v);
+}
+
+}  // namespace layerforge

@@ -1,0 +1,184 @@
+// AVX2+FMA pointwise kernels of the LSTM and attention families (float): a vectorised exp (Cephes-style
+// range reduction + degree-5 polynomial, ~1 ulp over the float range), sigmoid and tanh built on it.
+// Compiled with -mavx2 -mfma; entered only when cpu_path() == CpuPath::avx2.
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "seq_pointwise.h"
+
+namespace layerforge {
+namespace detail {
+
+namespace {
+
+// exp(x) for 8 floats; exactly 0 below -87.3 (so -inf gives 0), +inf-clamped above 88.3.
+inline __m256 exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f);
+    const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+    x = _mm256_max_ps(x, lo);
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    const __m256 x2 = _mm256_mul_ps(x, x);
+    y = _mm256_fmadd_ps(y, x2, _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_cvtps_epi32(fx);
+    e = _mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_and_ps(y, keep);
+}
+
+inline __m256 sigmoid8(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    return _mm256_div_ps(one, _mm256_add_ps(one, e));
+}
+
+// tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|); for |x| < 0.0625 an odd Taylor polynomial
+// (avoids the cancellation in 1 - e).
+inline __m256 tanh8(__m256 x) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 ax = _mm256_andnot_ps(sign, x);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 e = exp8(_mm256_mul_ps(ax, _mm256_set1_ps(-2.0f)));
+    __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+    // small |x|: x - x^3/3 + 2x^5/15 - 17x^7/315
+    const __m256 x2 = _mm256_mul_ps(ax, ax);
+    __m256 p = _mm256_set1_ps(-17.0f / 315.0f);
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.0f / 15.0f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-1.0f / 3.0f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, x2), ax, ax);
+    const __m256 small = _mm256_cmp_ps(ax, _mm256_set1_ps(0.0625f), _CMP_LT_OQ);
+    t = _mm256_blendv_ps(t, p, small);
+    return _mm256_or_ps(t, _mm256_and_ps(x, sign));
+}
+
+inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+inline float hsum8(__m256 v) {
+    __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_add_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+}  // namespace
+
+void lstm_fwd_row_avx2(int64_t n, int64_t H, const float* a, int64_t a_gs, const float* xp, const float* bias,
+                       const float* c_prev, float* gates, float* c, float* h) {
+    auto pre = [&](int q, int64_t u) {
+        return _mm256_add_ps(_mm256_loadu_ps(a + q * a_gs + u),
+                             _mm256_add_ps(_mm256_loadu_ps(xp + q * H + u), _mm256_loadu_ps(bias + q * H + u)));
+    };
+    int64_t u = 0;
+    for (; u + 8 <= n; u += 8) {
+        const __m256 i = sigmoid8(pre(0, u));
+        const __m256 f = sigmoid8(pre(1, u));
+        const __m256 g = tanh8(pre(2, u));
+        const __m256 o = sigmoid8(pre(3, u));
+        __m256 cn = _mm256_mul_ps(i, g);
+        if (c_prev) cn = _mm256_fmadd_ps(f, _mm256_loadu_ps(c_prev + u), cn);
+        _mm256_storeu_ps(gates + u, i);
+        _mm256_storeu_ps(gates + H + u, f);
+        _mm256_storeu_ps(gates + 2 * H + u, g);
+        _mm256_storeu_ps(gates + 3 * H + u, o);
+        _mm256_storeu_ps(c + u, cn);
+        _mm256_storeu_ps(h + u, _mm256_mul_ps(o, tanh8(cn)));
+    }
+    if (u < n) {
+        // tail: the same vector math on a padded copy (identical rounding to the full vectors)
+        alignas(32) float buf[6][8] = {};
+        const int64_t r = n - u;
+        for (int64_t q = 0; q < 4; ++q)
+            for (int64_t j = 0; j < r; ++j) buf[q][j] = a[q * a_gs + u + j] + (xp[q * H + u + j] + bias[q * H + u + j]);
+        for (int64_t j = 0; j < r; ++j) buf[4][j] = c_prev ? c_prev[u + j] : 0.0f;
+        const __m256 i = sigmoid8(_mm256_load_ps(buf[0])), f = sigmoid8(_mm256_load_ps(buf[1]));
+        const __m256 g = tanh8(_mm256_load_ps(buf[2])), o = sigmoid8(_mm256_load_ps(buf[3]));
+        const __m256 cn = _mm256_fmadd_ps(f, _mm256_load_ps(buf[4]), _mm256_mul_ps(i, g));
+        const __m256 hn = _mm256_mul_ps(o, tanh8(cn));
+        _mm256_store_ps(buf[0], i);
+        _mm256_store_ps(buf[1], f);
+        _mm256_store_ps(buf[2], g);
+        _mm256_store_ps(buf[3], o);
+        _mm256_store_ps(buf[4], cn);
+        _mm256_store_ps(buf[5], hn);
+        for (int64_t j = 0; j < r; ++j) {
+            for (int64_t q = 0; q < 4; ++q) gates[q * H + u + j] = buf[q][j];
+            c[u + j] = buf[4][j];
+            h[u + j] = buf[5][j];
+        }
+    }
+}
+
+void lstm_bwd_row_avx2(int64_t n, int64_t H, const float* gates, const float* c, const float* c_prev,
+                       const float* gy, const float* dh_rec, float* dc, float* dg) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    int64_t u = 0;
+    for (; u + 8 <= n; u += 8) {
+        const __m256 i = _mm256_loadu_ps(gates + u), f = _mm256_loadu_ps(gates + H + u);
+        const __m256 g = _mm256_loadu_ps(gates + 2 * H + u), o = _mm256_loadu_ps(gates + 3 * H + u);
+        __m256 dh = _mm256_loadu_ps(dh_rec + u);
+        if (gy) dh = _mm256_add_ps(dh, _mm256_loadu_ps(gy + u));
+        const __m256 tc = tanh8(_mm256_loadu_ps(c + u));
+        const __m256 dct = _mm256_fmadd_ps(_mm256_mul_ps(dh, o), _mm256_fnmadd_ps(tc, tc, one),
+                                           _mm256_loadu_ps(dc + u));
+        const __m256 cp = c_prev ? _mm256_loadu_ps(c_prev + u) : _mm256_setzero_ps();
+        _mm256_storeu_ps(dg + u, _mm256_mul_ps(_mm256_mul_ps(dct, g), _mm256_mul_ps(i, _mm256_sub_ps(one, i))));
+        _mm256_storeu_ps(dg + H + u,
+                         _mm256_mul_ps(_mm256_mul_ps(dct, cp), _mm256_mul_ps(f, _mm256_sub_ps(one, f))));
+        _mm256_storeu_ps(dg + 2 * H + u, _mm256_mul_ps(_mm256_mul_ps(dct, i), _mm256_fnmadd_ps(g, g, one)));
+        _mm256_storeu_ps(dg + 3 * H + u,
+                         _mm256_mul_ps(_mm256_mul_ps(dh, tc), _mm256_mul_ps(o, _mm256_sub_ps(one, o))));
+        _mm256_storeu_ps(dc + u, _mm256_mul_ps(dct, f));
+    }
+    if (u < n)
+        lstm_bwd_row_generic<float>(n - u, H, gates + u, c + u, c_prev ? c_prev + u : nullptr,
+                                    gy ? gy + u : nullptr, dh_rec + u, dc + u, dg + u);
+}
+
+float row_max_avx2(const float* s, int64_t n) {
+    __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(s + j));
+    float r = hmax8(m);
+    for (; j < n; ++j) r = s[j] > r ? s[j] : r;
+    return r;
+}
+
+float exp_sub_sum_avx2(float* s, int64_t n, float m) {
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+        _mm256_storeu_ps(s + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    if (j < n) {
+        alignas(32) float buf[8];
+        const int64_t r = n - j;
+        for (int64_t t = 0; t < 8; ++t) buf[t] = t < r ? s[j + t] : -std::numeric_limits<float>::infinity();
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_load_ps(buf), vm));
+        _mm256_store_ps(buf, e);
+        acc = _mm256_add_ps(acc, e);
+        for (int64_t t = 0; t < r; ++t) s[j + t] = buf[t];
+    }
+    return hsum8(acc);
+}
+
+}  // namespace detail
+}  // namespace layerforge
