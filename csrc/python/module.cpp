@@ -12,6 +12,8 @@ namespace py = pybind11;
 namespace layerforge {
 namespace py_bind {
 void bind_gemm(py::module_& m);
+void bind_elementwise(py::module_& m);
+void bind_optim(py::module_& m);
 }  // namespace py_bind
 }  // namespace layerforge
 
@@ -52,4 +54,6 @@ PYBIND11_MODULE(LAYERFORGE_CPU_MODULE_NAME, m) {
     m.attr("build_info") = LAYERFORGE_BUILD_INFO;
 
     py_bind::bind_gemm(m);
+    py_bind::bind_elementwise(m);
+    py_bind::bind_optim(m);
 }
