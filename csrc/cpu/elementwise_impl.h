@@ -73,8 +73,8 @@ void act_fwd(int act, const T* x, T* y, int64_t n, T alpha, int nt) {
             case 0: r = v > T(0) ? v : (v == v ? T(0) : v); break;
             case 1: r = sigmoid_impl(v); break;
             case 2: r = tanh_impl(v); break;
-            case 3: r = T(0.5) * v * (T(1) + std::erf(v * kInvSqrt2)); break;
-            case 4: r = T(0.5) * v * (T(1) + tanh_impl(kC * (v + T(0.044715) * v * v * v))); break;
+            case 3: r = T(0.5) * v * std::erfc(-v * kInvSqrt2); break;  // erfc: no cancellation for v << 0
+            case 4: r = v * sigmoid_impl(T(2) * kC * (v + T(0.044715) * v * v * v)); break;  // 0.5(1+tanh u) = sigmoid(2u)
             default: r = v > T(0) ? v : v * alpha; break;
         }
         y[i] = r;
@@ -118,7 +118,7 @@ void act_bwd(int act, const T* gy, const T* s, T* gx, int64_t n, T alpha, int nt
 #pragma omp parallel for num_threads(nt) schedule(static) if (big(n))
         for (int64_t i = 0; i < n; ++i) {
             const T v = s[i];
-            const T cdf = T(0.5) * (T(1) + std::erf(v * kInvSqrt2));
+            const T cdf = T(0.5) * std::erfc(-v * kInvSqrt2);
             const T pdf = kInvSqrt2Pi * exp_impl(T(-0.5) * v * v);
             gx[i] = gy[i] * (cdf + v * pdf);
         }
@@ -127,9 +127,9 @@ void act_bwd(int act, const T* gy, const T* s, T* gx, int64_t n, T alpha, int nt
         for (int64_t i = 0; i < n; ++i) {
             const T v = s[i];
             const T inner = kC * (v + T(0.044715) * v * v * v);
-            const T t = tanh_impl(inner);
+            const T sg = sigmoid_impl(T(2) * inner);  // = 0.5 * (1 + tanh(inner))
             const T dinner = kC * (T(1) + T(3) * T(0.044715) * v * v);
-            gx[i] = gy[i] * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * dinner);
+            gx[i] = gy[i] * (sg + T(2) * v * sg * (T(1) - sg) * dinner);
         }
     }
 }
