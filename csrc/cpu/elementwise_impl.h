@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu_internal.h"
 #include "elementwise_kernels.h"
 
 #ifdef _OPENMP
@@ -23,7 +24,9 @@ inline float exp_impl(float x) {
     // Range: clamp so the result stays finite and normal; NaN passes through (comparisons are false).
     x = x > 88.3762626647949f ? 88.3762626647949f : x;
     x = x < -87.3365447505531f ? -87.3365447505531f : x;
-    const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+    // round to nearest with the 1.5 * 2^23 trick (|x * log2e| <= 128 here); std::floor would block
+    // vectorisation
+    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float p = 1.9875691500E-4f;
@@ -60,6 +63,53 @@ template <typename T>
 inline T sigmoid_impl(T x) { return T(1) / (T(1) + exp_impl(-x)); }
 
 inline bool big(int64_t n) { return n >= 32768; }
+
+// Row reductions with 8 independent lanes: the compiler vectorises these without reassociating a
+// single running sum (no -ffast-math), and the result is the same at any thread count.
+template <typename T>
+inline T lane_sum(const T* a, int64_t n) {
+    T acc[8] = {};
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        for (int j = 0; j < 8; ++j) acc[j] += a[c + j];
+    T s = 0;
+    for (; c < n; ++c) s += a[c];
+    return s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+template <typename T>
+inline T lane_dot(const T* a, const T* b, int64_t n) {
+    T acc[8] = {};
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        for (int j = 0; j < 8; ++j) acc[j] += a[c + j] * b[c + j];
+    T s = 0;
+    for (; c < n; ++c) s += a[c] * b[c];
+    return s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+// Max of a row; NaN anywhere gives NaN (as torch).
+template <typename T>
+inline T lane_max(const T* a, int64_t n) {
+    T acc[8];
+    for (int j = 0; j < 8; ++j) acc[j] = -INFINITY;
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        for (int j = 0; j < 8; ++j) {
+            const T v = a[c + j];
+            acc[j] = (v > acc[j] || v != v) ? v : acc[j];
+        }
+    T m = -INFINITY;
+    for (; c < n; ++c) m = (a[c] > m || a[c] != a[c]) ? a[c] : m;
+    for (int j = 0; j < 8; ++j) m = (acc[j] > m || acc[j] != acc[j]) ? acc[j] : m;
+    return m;
+}
+// out[c] = exp(x[c] - m); returns the sum.
+template <typename T>
+inline T exp_shift(const T* x, T m, T* out, int64_t n) {
+    for (int64_t c = 0; c < n; ++c) out[c] = exp_impl(x[c] - m);
+    return lane_sum(out, n);
+}
+template <typename T>
+inline T* row_scratch(int64_t n) { return thread_arena(ArenaSlot::k3).get_as<T>(static_cast<size_t>(n)); }
 
 // ---- activations ----------------------------------------------------------------------------------
 template <typename T>
@@ -136,36 +186,19 @@ void act_bwd(int act, const T* gy, const T* s, T* gx, int64_t n, T alpha, int nt
 
 // ---- softmax ---------------------------------------------------------------------------------------
 template <typename T>
-inline T row_max(const T* x, int64_t C) {
-    T m = -INFINITY;
-    bool nan = false;
-    for (int64_t c = 0; c < C; ++c) {
-        m = x[c] > m ? x[c] : m;
-        nan |= x[c] != x[c];
-    }
-    return nan ? T(NAN) : m;
-}
-
-template <typename T>
 void softmax_fwd(const T* x, T* y, int64_t rows, int64_t C, bool log, int nt) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (big(rows * C))
     for (int64_t r = 0; r < rows; ++r) {
         const T* xr = x + r * C;
         T* yr = y + r * C;
-        T m = row_max(xr, C);
+        T m = lane_max(xr, C);
         if (m == T(-INFINITY)) m = T(0);  // an all -inf row gives NaN as torch, not an exception
-        T sum = 0;
         if (log) {
-            for (int64_t c = 0; c < C; ++c) sum += exp_impl(xr[c] - m);
-            const T lse = m + std::log(sum);
+            // exp into y as scratch, then overwrite y with x - lse
+            const T lse = m + std::log(exp_shift(xr, m, yr, C));
             for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] - lse;
         } else {
-            for (int64_t c = 0; c < C; ++c) {
-                const T e = exp_impl(xr[c] - m);
-                yr[c] = e;
-                sum += e;
-            }
-            const T inv = T(1) / sum;
+            const T inv = T(1) / exp_shift(xr, m, yr, C);
             for (int64_t c = 0; c < C; ++c) yr[c] *= inv;
         }
     }
@@ -178,12 +211,11 @@ void softmax_bwd(const T* gy, const T* y, T* gx, int64_t rows, int64_t C, bool l
         const T* g = gy + r * C;
         const T* yr = y + r * C;
         T* o = gx + r * C;
-        T s = 0;
         if (log) {
-            for (int64_t c = 0; c < C; ++c) s += g[c];
+            const T s = lane_sum(g, C);
             for (int64_t c = 0; c < C; ++c) o[c] = g[c] - exp_impl(yr[c]) * s;
         } else {
-            for (int64_t c = 0; c < C; ++c) s += g[c] * yr[c];
+            const T s = lane_dot(g, yr, C);
             for (int64_t c = 0; c < C; ++c) o[c] = yr[c] * (g[c] - s);
         }
     }
@@ -212,28 +244,24 @@ int64_t xent(const T* x, const int64_t* t, const T* w, T* nll, T* smooth, T* gra
             if (grad) std::fill(grad + i * C, grad + (i + 1) * C, T(0));
             continue;
         }
-        T m = row_max(xr, C);
+        T m = lane_max(xr, C);
         if (m == T(-INFINITY)) m = T(0);
-        T sum = 0;
-        for (int64_t c = 0; c < C; ++c) sum += exp_impl(xr[c] - m);
+        T* e = grad ? grad + i * C : row_scratch<T>(C);  // exp(x - m), reused for the gradient
+        const T sum = exp_shift(xr, m, e, C);
         const T lse = m + std::log(sum);
         const T wt = w ? w[ti] : T(1);
         nll[i] = wt * (lse - xr[ti]);
         if (smooth) {
-            T s = 0;
-            if (w)
-                for (int64_t c = 0; c < C; ++c) s += w[c] * (lse - xr[c]);
-            else
-                for (int64_t c = 0; c < C; ++c) s += lse - xr[c];
-            smooth[i] = s;
+            // sum_c w_c (lse - x_c) = lse * W - sum_c w_c x_c
+            smooth[i] = w ? lse * W - lane_dot(w, xr, C) : lse * T(C) - lane_sum(xr, C);
         }
         if (grad) {
             T* gr = grad + i * C;
-            const T coef = ta * wt + tb * W;
+            const T coef = (ta * wt + tb * W) / sum;  // p_c = e_c / sum
             if (w) {
-                for (int64_t c = 0; c < C; ++c) gr[c] = coef * exp_impl(xr[c] - lse) - tb * w[c];
+                for (int64_t c = 0; c < C; ++c) gr[c] = coef * gr[c] - tb * w[c];
             } else {
-                for (int64_t c = 0; c < C; ++c) gr[c] = coef * exp_impl(xr[c] - lse) - tb;
+                for (int64_t c = 0; c < C; ++c) gr[c] = coef * gr[c] - tb;
             }
             gr[ti] -= ta * wt;
         }
@@ -249,14 +277,10 @@ void ln_fwd(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t 
     for (int64_t r = 0; r < R; ++r) {
         const T* xr = x + r * D;
         T* yr = y + r * D;
-        T s = 0;
-        for (int64_t d = 0; d < D; ++d) s += xr[d];
-        const T mu = s / T(D);
-        T v = 0;
-        for (int64_t d = 0; d < D; ++d) {
-            const T c = xr[d] - mu;
-            v += c * c;
-        }
+        const T mu = lane_sum(xr, D) / T(D);
+        T* xc = row_scratch<T>(D);
+        for (int64_t d = 0; d < D; ++d) xc[d] = xr[d] - mu;
+        const T v = lane_dot(xc, xc, D);
         const T rs = T(1) / std::sqrt(v / T(D) + T(eps));
         mean[r] = mu;
         rstd[r] = rs;
@@ -280,17 +304,15 @@ void ln_bwd(const T* gy, const T* x, const T* mean, const T* rstd, const T* w, T
         const T* xr = x + r * D;
         T* o = gx + r * D;
         const T mu = mean[r], rs = rstd[r];
-        T s1 = 0, s2 = 0;  // sum(gxhat), sum(gxhat * xhat)
-        for (int64_t d = 0; d < D; ++d) {
-            const T gh = w ? g[d] * w[d] : g[d];
-            s1 += gh;
-            s2 += gh * (xr[d] - mu) * rs;
-        }
-        const T m1 = s1 / T(D), m2 = s2 / T(D);
-        for (int64_t d = 0; d < D; ++d) {
-            const T gh = w ? g[d] * w[d] : g[d];
-            o[d] = rs * (gh - m1 - (xr[d] - mu) * rs * m2);
-        }
+        // o holds gxhat = g * w, xh (scratch) holds xhat; s1 = sum(gxhat), s2 = sum(gxhat * xhat)
+        T* xh = row_scratch<T>(D);
+        for (int64_t d = 0; d < D; ++d) xh[d] = (xr[d] - mu) * rs;
+        if (w)
+            for (int64_t d = 0; d < D; ++d) o[d] = g[d] * w[d];
+        else
+            for (int64_t d = 0; d < D; ++d) o[d] = g[d];
+        const T m1 = lane_sum(o, D) / T(D), m2 = lane_dot(o, xh, D) / T(D);
+        for (int64_t d = 0; d < D; ++d) o[d] = rs * (o[d] - m1 - xh[d] * m2);
     }
     if (gw || gb) {
         // Split the columns over threads; each thread walks all rows over its own column block, so the

@@ -16,6 +16,7 @@ import numpy as np
 # family name -> module (under layerforge.bench) whose `cases(quick)` yields Case objects
 FAMILIES: dict[str, str] = {
     "matmul": "layerforge.bench.matmul",
+    "nn": "layerforge.bench.nn",
 }
 
 
