@@ -14,7 +14,7 @@ from .tensor import (Tensor, abs, arange, argmax, as_tensor, bool_, cat, clamp, 
                      randn, randn_like, randperm, relu, reshape, sigmoid, softmax, sqrt, squeeze, stack, sum, tanh,
                      tensor, transpose, unsqueeze, where, zeros, zeros_like)
 from .tensor import float as float  # noqa: PLC0414  (torch.float)
-from . import autograd, nn, optim  # noqa: E402
+from . import autograd, data, nn, optim  # noqa: E402
 
 try:
     __version__ = _version("layerforge")
@@ -39,7 +39,7 @@ def cpu_path() -> str:
     return _C.cpu_path()
 
 
-__all__ = ["ops", "cuda", "nn", "optim", "autograd", "get_num_threads", "set_num_threads", "cpu_path",
+__all__ = ["ops", "cuda", "nn", "optim", "data", "autograd", "get_num_threads", "set_num_threads", "cpu_path",
            "__version__", "Tensor", "tensor", "from_numpy", "as_tensor", "zeros", "ones", "empty", "full", "randn",
            "rand", "randint", "randperm", "arange", "zeros_like", "ones_like", "randn_like", "rand_like",
            "manual_seed", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "relu", "sigmoid",
