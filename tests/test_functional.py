@@ -248,3 +248,26 @@ def test_nan_input_propagates_through_losses():
     assert np.isnan(x.grad.numpy()[0]).all() and np.isfinite(x.grad.numpy()[1]).all()
     y = F.layer_norm(lf.tensor([[1.0, float("nan")], [1.0, 2.0]]), 2)
     assert np.isnan(y.numpy()[0]).all() and np.isfinite(y.numpy()[1]).all()
+
+
+def test_kernels_from_two_python_threads(rng):
+    import threading
+
+    x = rng.standard_normal((512, 300)).astype(np.float32)
+    t = rng.integers(0, 300, 512)
+    ref_loss, ref_grad = ops.cross_entropy(x, t)
+    ref_ln = ops.layer_norm(x, 300)[0]
+    bad = []
+
+    def work():
+        for _ in range(20):
+            loss, grad = ops.cross_entropy(x, t)
+            if loss != ref_loss or not np.array_equal(grad, ref_grad) or not np.array_equal(ops.layer_norm(x, 300)[0], ref_ln):
+                bad.append(1)
+
+    ths = [threading.Thread(target=work) for _ in range(2)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    assert not bad
