@@ -15,6 +15,8 @@ void bind_gemm(py::module_& m);
 void bind_conv(py::module_& m);  // conv2d and pooling
 void bind_lstm(py::module_& m);
 void bind_attention(py::module_& m);
+void bind_elementwise(py::module_& m);
+void bind_optim(py::module_& m);
 }  // namespace py_bind
 }  // namespace layerforge
 
@@ -58,4 +60,6 @@ PYBIND11_MODULE(LAYERFORGE_CPU_MODULE_NAME, m) {
     py_bind::bind_conv(m);
     py_bind::bind_lstm(m);
     py_bind::bind_attention(m);
+    py_bind::bind_elementwise(m);
+    py_bind::bind_optim(m);
 }

@@ -7,6 +7,14 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import _C
 from . import cuda, ops
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .tensor import (Tensor, abs, arange, argmax, as_tensor, bool_, cat, clamp, double, empty, exp, flatten,
+                     float32, float64, from_numpy, full, int32, int64, is_tensor, log, long, manual_seed, matmul,
+                     max, maximum, mean, min, minimum, numel, ones, ones_like, permute, rand, rand_like, randint,
+                     randn, randn_like, randperm, relu, reshape, sigmoid, softmax, sqrt, squeeze, stack, sum, tanh,
+                     tensor, transpose, unsqueeze, where, zeros, zeros_like)
+from .tensor import float as float  # noqa: PLC0414  (torch.float)
+from . import autograd, data, nn, optim  # noqa: E402
 
 try:
     __version__ = _version("layerforge")
@@ -31,4 +39,11 @@ def cpu_path() -> str:
     return _C.cpu_path()
 
 
-__all__ = ["ops", "cuda", "get_num_threads", "set_num_threads", "cpu_path", "__version__"]
+__all__ = ["ops", "cuda", "nn", "optim", "data", "autograd", "get_num_threads", "set_num_threads", "cpu_path",
+           "__version__", "Tensor", "tensor", "from_numpy", "as_tensor", "zeros", "ones", "empty", "full", "randn",
+           "rand", "randint", "randperm", "arange", "zeros_like", "ones_like", "randn_like", "rand_like",
+           "manual_seed", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "relu", "sigmoid",
+           "tanh", "softmax", "matmul", "cat", "stack", "argmax", "exp", "log", "sqrt", "abs", "clamp", "sum",
+           "mean", "max", "min", "maximum", "minimum", "flatten", "reshape", "transpose", "permute", "unsqueeze",
+           "squeeze", "where", "is_tensor", "numel", "float32", "float64", "int32", "int64", "bool_", "float",
+           "double", "long"]

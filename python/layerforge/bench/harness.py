@@ -20,6 +20,7 @@ FAMILIES: dict[str, str] = {
     "pool": "layerforge.bench.pool",
     "lstm": "layerforge.bench.lstm",
     "attention": "layerforge.bench.attention",
+    "nn": "layerforge.bench.nn",
 }
 
 

@@ -1,0 +1,237 @@
+"""Reverse-mode autograd: a tape of Function nodes, each calling a forward and a backward kernel.
+
+A Tensor produced by an op while grad mode is on and some input requires grad holds its node
+(``tensor._ctx``). ``backward`` walks the nodes reachable from the root in reverse topological order,
+calls each node's ``backward`` once with the summed gradient of its output, and accumulates the leaves'
+gradients into ``.grad`` (``+=`` across calls, as PyTorch). Each node drops what it saved after its
+backward unless ``retain_graph=True``; a second backward through it raises RuntimeError, as torch.
+Nothing here knows the array library: nodes hold arrays (numpy now, cupy later) and call ``ops``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+
+import numpy as np
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "enabled", True)
+
+
+def _set(mode: bool) -> bool:
+    prev = is_grad_enabled()
+    _state.enabled = bool(mode)
+    return prev
+
+
+class _GradMode(contextlib.ContextDecorator):
+    mode = True
+
+    def __enter__(self):
+        self._prev = _set(self.mode)
+        return self
+
+    def __exit__(self, *exc):
+        _set(self._prev)
+        return False
+
+
+class no_grad(_GradMode):
+    """Context manager / decorator: ops record no graph inside (as torch.no_grad)."""
+    mode = False
+
+
+class enable_grad(_GradMode):
+    mode = True
+
+
+class set_grad_enabled(_GradMode):
+    def __init__(self, mode: bool):
+        self.mode = bool(mode)
+        self._prev = _set(self.mode)  # torch applies it at construction too
+
+    def __enter__(self):
+        return self
+
+
+class Function:
+    """A node of the graph. Subclasses implement ``forward(self, *args)`` on arrays (Tensors among the
+    arguments arrive as their arrays, other arguments as they are) returning one array, and
+    ``backward(self, grad)`` returning one gradient (or None) per positional argument of forward.
+    ``self.needs_input_grad`` says which inputs need one. State for the backward goes on ``self``;
+    ``release`` (called after backward unless retain_graph) drops it."""
+
+    __slots__ = ("inputs", "needs_input_grad", "freed", "__dict__")
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        from .tensor import Tensor
+
+        fn = cls()
+        arrays = [a._data if isinstance(a, Tensor) else a for a in args]
+        need = is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
+        if need:
+            fn.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        else:
+            fn.needs_input_grad = (False,) * len(args)
+        out = fn.forward(*arrays, **kwargs)
+        if not need:
+            return Tensor._wrap(out)
+        fn.inputs = tuple(a if isinstance(a, Tensor) and a.requires_grad else None for a in args)
+        fn.freed = False
+        return Tensor._wrap(out, fn)
+
+    def forward(self, *args):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def backward(self, grad):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def release(self):
+        self.__dict__.clear()
+        self.freed = True
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+def _topo(root_fn):
+    order, seen = [], set()
+    stack = [(root_fn, False)]
+    while stack:
+        fn, done = stack.pop()
+        if done:
+            order.append(fn)
+            continue
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        stack.append((fn, True))
+        for t in fn.inputs:
+            if t is not None and t._ctx is not None and id(t._ctx) not in seen:
+                stack.append((t._ctx, False))
+    return order  # inputs before outputs
+
+
+def _accumulate_leaf(t, g):
+    from .tensor import Tensor
+
+    if g.shape != t.shape:
+        g = np.broadcast_to(g, t.shape) if g.size == 1 or g.ndim <= t.ndim else g.reshape(t.shape)
+    if t.grad is None:
+        t.grad = Tensor._wrap(np.array(g, dtype=t._data.dtype, order="C", copy=True))
+    else:
+        t.grad._data += g
+
+
+def run_backward(root, grad, retain_graph: bool = False):
+    fn0 = root._ctx
+    if fn0 is None:
+        if root.requires_grad:
+            _accumulate_leaf(root, grad)
+        return
+    order = _topo(fn0)
+    grads = {id(fn0): grad}
+    with no_grad():
+        for fn in reversed(order):
+            g = grads.pop(id(fn), None)
+            if g is None:
+                continue
+            if fn.freed:
+                raise RuntimeError(
+                    "Trying to backward through the graph a second time (or directly access saved tensors after "
+                    "they have already been freed). Saved intermediate values of the graph are freed when you "
+                    "call .backward(). Specify retain_graph=True if you need to backward through the graph a "
+                    f"second time (node {fn.name})."
+                )
+            in_grads = fn.backward(g)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            for t, ig in zip(fn.inputs, in_grads):
+                if t is None or ig is None:
+                    continue
+                if t._ctx is None:
+                    _accumulate_leaf(t, ig)
+                else:
+                    k = id(t._ctx)
+                    prev = grads.get(k)
+                    grads[k] = ig if prev is None else prev + ig
+                    if t._retains_grad:
+                        _accumulate_leaf(t, ig)
+            if not retain_graph:
+                fn.release()
+
+
+def unbroadcast(g, shape):
+    """Sum g over the dims broadcasting added or stretched, so it has ``shape``."""
+    if g.shape == tuple(shape):
+        return g
+    nd = g.ndim - len(shape)
+    if nd > 0:
+        g = g.sum(axis=tuple(range(nd)))
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-4, seed: int = 0) -> bool:
+    """Compare the analytic gradients of ``fn(*inputs)`` with central finite differences in float64.
+
+    ``inputs``: Tensors (those with requires_grad are checked; they should be float64) and other values
+    passed through. The output may have any shape: it is contracted with a fixed random cotangent, so
+    every output element is checked. Raises AssertionError naming the input and the worst element.
+    """
+    from .tensor import Tensor
+
+    rng = np.random.default_rng(seed)
+    checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
+    for i in checked:
+        if inputs[i].dtype != np.float64:
+            raise TypeError(f"gradcheck: input {i} has dtype {inputs[i].dtype}; use float64")
+    out = fn(*inputs)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    cot = rng.standard_normal(out.shape)
+    for i in checked:
+        inputs[i].grad = None
+    out.backward(Tensor._wrap(cot.astype(out.dtype)))
+    analytic = [np.zeros(inputs[i].shape) if inputs[i].grad is None else np.array(inputs[i].grad._data, np.float64)
+                for i in checked]
+
+    def f():
+        with no_grad():
+            o = fn(*inputs)
+            if isinstance(o, (tuple, list)):
+                o = o[0]
+            return float(np.sum(np.asarray(o._data, np.float64) * cot))
+
+    for i, ana in zip(checked, analytic):
+        a = inputs[i]._data
+        num = np.zeros(a.shape)
+        flat = a.reshape(-1)  # a view: inputs are perturbed in place
+        if not np.shares_memory(flat, a):
+            raise ValueError("gradcheck: inputs must be contiguous")
+        nf = num.reshape(-1)
+        for k in range(flat.size):
+            old = flat[k]
+            flat[k] = old + eps
+            fp = f()
+            flat[k] = old - eps
+            fm = f()
+            flat[k] = old
+            nf[k] = (fp - fm) / (2 * eps)
+        err = np.abs(ana - num)
+        tol = atol + rtol * np.abs(num)
+        if not np.all(err <= tol):
+            k = int(np.argmax(err - tol))
+            raise AssertionError(
+                f"gradcheck: input {i} (shape {a.shape}): analytic {ana.reshape(-1)[k]!r} vs numeric "
+                f"{num.reshape(-1)[k]!r} at flat index {k} (max abs err {err.max():.3g})"
+            )
+    return True

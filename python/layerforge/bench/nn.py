@@ -1,0 +1,156 @@
+"""nn/optim cases: the fused optimizer steps, softmax-cross-entropy, layer norm, and one MLP training
+step (forward, loss, backward, Adam) against PyTorch CPU (float32, same thread count)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops
+from .harness import Case
+
+
+def _torch():
+    try:
+        import torch
+
+        from .. import get_num_threads
+
+        torch.set_num_threads(get_num_threads())
+        return torch
+    except ImportError:
+        return None
+
+
+def _adam_case(n: int) -> Case:
+    def setup():
+        torch = _torch()
+        rng = np.random.default_rng(0)
+        p = rng.standard_normal(n, dtype=np.float32)
+        g = rng.standard_normal(n, dtype=np.float32) * 1e-3
+        m, v = np.zeros_like(p), np.zeros_like(p)
+        step = [0]
+
+        def ours():
+            step[0] += 1
+            ops.optim.adam_step(p, g, m, v, step=step[0], lr=1e-3)
+
+        peer = None
+        if torch is not None:
+            tp = torch.nn.Parameter(torch.tensor(p.copy()))
+            tp.grad = torch.tensor(g)
+            opt = torch.optim.Adam([tp], lr=1e-3)
+            peer = opt.step
+        return ours, peer, "torch.optim.Adam (default)"
+
+    # read p, g, m, v; write p, m, v
+    return Case("nn", f"Adam step, {n / 1e6:g}M params", 7.0 * 4 * n, setup, unit="GB/s")
+
+
+def _xent_case(n: int, c: int) -> Case:
+    def setup():
+        torch = _torch()
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, c), dtype=np.float32)
+        t = rng.integers(0, c, n)
+
+        def ours():
+            return ops.cross_entropy(x, t)
+
+        peer = None
+        if torch is not None:
+            tx = torch.tensor(x, requires_grad=True)
+            tt = torch.tensor(t)
+
+            def peer():
+                tx.grad = None
+                torch.nn.functional.cross_entropy(tx, tt).backward()
+        return ours, peer, "torch F.cross_entropy fwd+bwd"
+
+    return Case("nn", f"cross-entropy fwd+bwd {n}x{c}", 2.0 * 4 * n * c, setup, unit="GB/s")
+
+
+def _layer_norm_case(r: int, d: int) -> Case:
+    def setup():
+        torch = _torch()
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((r, d), dtype=np.float32)
+        g = rng.standard_normal((r, d), dtype=np.float32)
+        w, b = np.ones(d, np.float32), np.zeros(d, np.float32)
+
+        def ours():
+            y, mean, rstd = ops.layer_norm(x, d, w, b)
+            return ops.layer_norm_backward(g, x, mean, rstd, w)
+
+        peer = None
+        if torch is not None:
+            tx = torch.tensor(x, requires_grad=True)
+            ln = torch.nn.LayerNorm(d)
+            tg = torch.tensor(g)
+
+            def peer():
+                tx.grad = None
+                ln.zero_grad()
+                ln(tx).backward(tg)
+        return ours, peer, "torch nn.LayerNorm fwd+bwd"
+
+    # fwd: read x, write y; bwd: read g, x, write gx
+    return Case("nn", f"layer_norm fwd+bwd {r}x{d}", 5.0 * 4 * r * d, setup, unit="GB/s")
+
+
+def _mlp_case(batch: int, sizes: tuple) -> Case:
+    def setup():
+        import layerforge as lf
+        from .. import nn, optim
+
+        torch = _torch()
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((batch, sizes[0]), dtype=np.float32)
+        y = rng.integers(0, sizes[-1], batch)
+
+        def build(lib_nn):
+            layers = []
+            for i in range(len(sizes) - 1):
+                layers.append(lib_nn.Linear(sizes[i], sizes[i + 1]))
+                if i < len(sizes) - 2:
+                    layers.append(lib_nn.ReLU())
+            return lib_nn.Sequential(*layers)
+
+        model = build(nn)
+        opt = optim.Adam(model.parameters(), lr=1e-3)
+        X, Y = lf.tensor(x), lf.tensor(y)
+        lossf = nn.CrossEntropyLoss()
+
+        def ours():
+            opt.zero_grad()
+            loss = lossf(model(X), Y)
+            loss.backward()
+            opt.step()
+
+        peer = None
+        if torch is not None:
+            tm = build(torch.nn)
+            topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
+            tX, tY = torch.tensor(x), torch.tensor(y)
+            tloss = torch.nn.CrossEntropyLoss()
+
+            def peer():
+                topt.zero_grad()
+                loss = tloss(tm(tX), tY)
+                loss.backward()
+                topt.step()
+        return ours, peer, "torch (nn + Adam)"
+
+    flops = 0.0
+    for i in range(len(sizes) - 1):
+        flops += 3 * 2.0 * batch * sizes[i] * sizes[i + 1]  # forward + two backward GEMMs
+    name = "MLP train step " + "-".join(str(s) for s in sizes) + f", batch {batch}"
+    return Case("nn", name, flops, setup)
+
+
+def cases(quick: bool = False):
+    for n in ([1 << 20] if quick else [1 << 16, 1 << 20, 1 << 23]):
+        yield _adam_case(n)
+    yield _xent_case(32, 10)
+    yield _xent_case(4096, 1000)
+    yield _layer_norm_case(4096, 512)
+    yield _mlp_case(32, (784, 128, 10))
+    yield _mlp_case(256, (784, 512, 256, 10))

@@ -1,0 +1,9 @@
+"""layerforge.nn: torch.nn's Module API on layerforge Tensors and kernels."""
+from . import functional, init
+from .layers import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Embedding, Flatten, GELU, Identity,
+                     LayerNorm, LeakyReLU, Linear, LogSoftmax, MSELoss, NLLLoss, ReLU, Sigmoid, Softmax, Tanh)
+from .module import Module, ModuleList, Parameter, Sequential
+
+__all__ = ["functional", "init", "Module", "Sequential", "ModuleList", "Parameter", "Linear", "Flatten", "ReLU",
+           "LeakyReLU", "GELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Dropout", "LayerNorm", "Embedding",
+           "Identity", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCELoss", "BCEWithLogitsLoss"]
