@@ -201,7 +201,7 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
             const T* kp = Kp + n * k_per + (j0 / nr) * D * nr;
             for (int64_t it = 0; it < mt_used; ++it)
                 for (int64_t p = 0; p < ncp; ++p)
-                    ki.ukernel(D, qp + it * mr * D, kp + p * D * nr, sb + it * mr * BC + p * nr, BC, 1, cx.scale, T(0));
+                    ki.ukernel(D, qp + it * mr * D, kp + p * D * nr, ki.nr, sb + it * mr * BC + p * nr, BC, 1, cx.scale, T(0));
             apply_mask(cx, n, i0, r, j0, c, sb, BC);
             for (int64_t ii = 0; ii < r; ++ii) {
                 T* s_ = sb + ii * BC;
@@ -241,7 +241,7 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
             const T* vp = Vp + n * v_per + (j0 / BC) * nvp * BC * nr;
             for (int64_t it = 0; it < mt_used; ++it)
                 for (int64_t p = 0; p < nvp; ++p)
-                    ki.ukernel(c, pp + it * mr * c, vp + p * BC * nr, oa + it * mr * DvP + p * nr, DvP, 1, T(1), T(1));
+                    ki.ukernel(c, pp + it * mr * c, vp + p * BC * nr, ki.nr, oa + it * mr * DvP + p * nr, DvP, 1, T(1), T(1));
         }
         T* Ob = O + cx.off(os, n) + i0 * os[2];
         T* lrow = LSE + cx.off(ls, n) + i0 * ls[2];
@@ -407,9 +407,9 @@ void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const Vie
                 // S = scale Q_i K_j^T, dP = dO_i V_j^T (r rounded up to mr, c up to nr)
                 for (int64_t a = 0; a < rt; ++a)
                     for (int64_t b = 0; b < cp / nr; ++b) {
-                        ki.ukernel(D, Qa + (i0 + a * mr) * D, kbt + b * D * nr, sb + a * mr * BC + b * nr, BC, 1,
+                        ki.ukernel(D, Qa + (i0 + a * mr) * D, kbt + b * D * nr, ki.nr, sb + a * mr * BC + b * nr, BC, 1,
                                    cx.scale, T(0));
-                        ki.ukernel(Dv, Ga + (i0 + a * mr) * Dv, vbt + b * Dv * nr, dp + a * mr * BC + b * nr, BC, 1,
+                        ki.ukernel(Dv, Ga + (i0 + a * mr) * Dv, vbt + b * Dv * nr, ki.nr, dp + a * mr * BC + b * nr, BC, 1,
                                    T(1), T(0));
                     }
                 apply_mask(cx, n, i0, r, j0, c, sb, BC);
@@ -459,16 +459,16 @@ void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const Vie
                 // dV_j += P^T dO_i ; dK_j += scale dS^T Q_i  (k = r query rows)
                 for (int64_t kt = 0; kt < ckt; ++kt) {
                     for (int64_t b = 0; b < Dvp / nr; ++b)
-                        ki.ukernel(r, ptA + kt * mr * r, Gb + qt * BR * Dvp + b * BR * nr, dva + kt * mr * Dvp + b * nr,
+                        ki.ukernel(r, ptA + kt * mr * r, Gb + qt * BR * Dvp + b * BR * nr, ki.nr, dva + kt * mr * Dvp + b * nr,
                                    Dvp, 1, T(1), T(1));
                     for (int64_t b = 0; b < Dp / nr; ++b)
-                        ki.ukernel(r, dstA + kt * mr * r, Qb + qt * BR * Dp + b * BR * nr, dka + kt * mr * Dp + b * nr,
+                        ki.ukernel(r, dstA + kt * mr * r, Qb + qt * BR * Dp + b * BR * nr, ki.nr, dka + kt * mr * Dp + b * nr,
                                    Dp, 1, cx.scale, T(1));
                 }
                 // dQ_i += scale dS K_j  (k = c keys)
                 for (int64_t a = 0; a < rt; ++a)
                     for (int64_t b = 0; b < Dp / nr; ++b)
-                        ki.ukernel(c, dsA + a * mr * c, kb + b * c * nr, dQ + (i0 + a * mr) * Dp + b * nr, Dp, 1, cx.scale,
+                        ki.ukernel(c, dsA + a * mr * c, kb + b * c * nr, ki.nr, dQ + (i0 + a * mr) * Dp + b * nr, Dp, 1, cx.scale,
                                    T(1));
             }
             T* dK = GK + n * S * D + j0 * D;

@@ -239,7 +239,7 @@ void forward_impl(const Dims& d, const View& x, const View* h0, const View* c0, 
             if (hprev)
                 for (int q = 0; q < 4; ++q)
                     for (int64_t it = 0; it < mt; ++it)
-                        ki.ukernel(H, ap + it * mr * H, wp + (g * 4 + q) * H * nr, tile + q * tgs + it * mr * nr, nr, 1,
+                        ki.ukernel(H, ap + it * mr * H, wp + (g * 4 + q) * H * nr, ki.nr, tile + q * tgs + it * mr * nr, nr, 1,
                                    T(1), T(0));
             for (int64_t b = 0; b < B; ++b) {
                 const int64_t row = t * B + b;
@@ -317,7 +317,7 @@ void backward_impl(const Dims& d, const View& x, const View* h0, const View* c0,
             for (int64_t g = g0; g < g1; ++g) {
                 const int64_t ua = g * nr, nn = std::min<int64_t>(nr, H - ua);
                 for (int64_t it = 0; it < mt; ++it) {
-                    ki.ukernel(G, ap + it * mr * G, wb + g * G * nr, tile, nr, 1, T(1), T(0));
+                    ki.ukernel(G, ap + it * mr * G, wb + g * G * nr, ki.nr, tile, nr, 1, T(1), T(0));
                     const int64_t m = std::min<int64_t>(mr, B - it * mr);
                     for (int64_t i = 0; i < m; ++i)
                         std::memcpy(dh + (it * mr + i) * H + ua, tile + i * nr, sizeof(T) * nn);
