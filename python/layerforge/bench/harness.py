@@ -37,8 +37,10 @@ class Case:
 
 def _block_time(fn: Callable[[], object], n: int, settle: float = 0.0) -> float:
     if settle:
-        # Let the other library's idle thread pool stop spinning (OpenBLAS and OpenMP pools spin for a
-        # while after their last call and would take the cores from this block).
+        # Let the other library's idle thread pool stop spinning: OpenBLAS's threads keep polling for
+        # about 0.1 s after its last call (OpenMP pools for a few ms). On 2 cores a polling thread starves
+        # the next block's worker for whole 4 ms scheduler ticks (seen: 32x784 @ 784x128 at 8 ms instead
+        # of 0.13 ms), so each block starts only after the other pool has gone to sleep.
         time.sleep(settle)
     fn()  # the first call after the other library's block pays for waking its own threads; not timed
     t0 = time.perf_counter()
@@ -48,7 +50,7 @@ def _block_time(fn: Callable[[], object], n: int, settle: float = 0.0) -> float:
 
 
 def time_pair(ours: Callable, peer: Callable | None, rounds: int = 7, block_seconds: float = 0.05,
-              settle: float = 0.02):
+              settle: float = 0.25):
     """Median seconds per call of ours and peer, and the median of per-round ratios peer/ours.
 
     Each round times a block of n calls of ours, then a block of n calls of the peer (n chosen so a
