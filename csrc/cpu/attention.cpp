@@ -499,16 +499,6 @@ void expect4(const View& v, const char* name) {
     if (v.shape[3] > 1 && v.strides[3] != 1) fail(std::string(name) + " must have unit stride in its last dim");
 }
 
-bool contiguous(const View& v) {
-    if (v.numel() == 0) return true;
-    int64_t st = 1;
-    for (int d = v.ndim - 1; d >= 0; --d) {
-        if (v.shape[d] != 1 && v.strides[d] != st) return false;
-        st *= v.shape[d];
-    }
-    return true;
-}
-
 template <typename T>
 Ctx<T> make_ctx(const View& q, const View& k, const View& v, const AttentionMask& mask, const AttentionParams& p) {
     Ctx<T> cx;
@@ -591,7 +581,7 @@ void sdpa_backward(const View& q, const View& k, const View& v, const AttentionM
     expect_shape(grad_v, "grad_v", v.shape[0], v.shape[1], v.shape[2], v.shape[3]);
     for (const View* w : {&out, &lse, &grad_out, &grad_q, &grad_k, &grad_v})
         if (w->dtype != q.dtype) throw DTypeError("scaled_dot_product_attention: all arrays must have q's dtype");
-    if (!contiguous(grad_q) || !contiguous(grad_k) || !contiguous(grad_v))
+    if (!grad_q.is_contiguous() || !grad_k.is_contiguous() || !grad_v.is_contiguous())
         fail("grad_q, grad_k and grad_v must be C-contiguous");
     if (q.dtype == DType::f32)
         backward_impl<float>(make_ctx<float>(q, k, v, mask, p), out, lse, grad_out, grad_q, grad_k, grad_v);

@@ -20,17 +20,8 @@ namespace layerforge {
 
 namespace detail {
 
-bool is_c_contiguous(const View& v) {
-    int64_t st = 1;
-    for (int d = v.ndim - 1; d >= 0; --d) {
-        if (v.shape[d] != 1 && v.strides[d] != st) return false;
-        st *= v.shape[d];
-    }
-    return true;
-}
-
 void require_contiguous(const View& v, const char* op, const char* name) {
-    if (!is_c_contiguous(v))
+    if (!v.is_contiguous())
         throw ValueError(std::string(op) + ": " + name + " must be C-contiguous (the Python layer copies)");
 }
 

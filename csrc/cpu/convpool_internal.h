@@ -40,7 +40,6 @@ struct PoolGeo {
     int64_t divisor;  // 0: none
 };
 
-bool is_c_contiguous(const View& v);                                       // conv.cpp
 void require_contiguous(const View& v, const char* op, const char* name);  // ValueError if not
 
 #define LF_DECLARE_CONVPOOL_KERNELS                                                                   \

@@ -23,20 +23,11 @@ const EwKernels<T>& ew_kernels_current() {
 template const EwKernels<float>& ew_kernels_current<float>();
 template const EwKernels<double>& ew_kernels_current<double>();
 
-bool is_contiguous(const View& v) {
-    int64_t st = 1;
-    for (int d = v.ndim - 1; d >= 0; --d) {
-        if (v.shape[d] != 1 && v.strides[d] != st) return false;
-        st *= v.shape[d];
-    }
-    return true;
-}
-
 void check_like(const View& v, const View& ref, const char* op, const char* name, bool same_shape) {
     if (v.dtype != ref.dtype)
         throw DTypeError(std::string(op) + ": " + name + " has dtype " + dtype_name(v.dtype) + ", expected " +
                          dtype_name(ref.dtype));
-    if (!is_contiguous(v)) throw ValueError(std::string(op) + ": " + name + " must be C-contiguous");
+    if (!v.is_contiguous()) throw ValueError(std::string(op) + ": " + name + " must be C-contiguous");
     if (same_shape) {
         bool ok = v.ndim == ref.ndim;
         for (int d = 0; ok && d < v.ndim; ++d) ok = v.shape[d] == ref.shape[d];

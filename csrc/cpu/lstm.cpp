@@ -65,18 +65,8 @@ void expect_shape(const View& v, const char* name, std::initializer_list<int64_t
     }
 }
 
-bool is_contiguous(const View& v) {
-    if (v.numel() == 0) return true;
-    int64_t st = 1;
-    for (int d = v.ndim - 1; d >= 0; --d) {
-        if (v.shape[d] != 1 && v.strides[d] != st) return false;
-        st *= v.shape[d];
-    }
-    return true;
-}
-
 void expect_contiguous(const View& v, const char* name) {
-    if (!is_contiguous(v)) fail(std::string(name) + " must be C-contiguous");
+    if (!v.is_contiguous()) fail(std::string(name) + " must be C-contiguous");
 }
 
 void expect_rows(const View& v, const char* name) {  // 2-d with unit column stride

@@ -57,6 +57,16 @@ struct View {
     int64_t stride(int i) const { return strides[i < 0 ? ndim + i : i]; }
     template <typename T>
     T* ptr() const { return static_cast<T*>(data); }
+    // Row-major contiguous (size-1 dims may have any stride; an empty view counts as contiguous).
+    bool is_contiguous() const {
+        if (numel() == 0) return true;
+        int64_t st = 1;
+        for (int d = ndim - 1; d >= 0; --d) {
+            if (shape[d] != 1 && strides[d] != st) return false;
+            st *= shape[d];
+        }
+        return true;
+    }
 
     std::string shape_str() const {
         std::string s = "(";

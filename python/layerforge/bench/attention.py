@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import get_num_threads, ops
-from .harness import Case
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(get_num_threads())
-    return torch
+from .. import ops
+from .harness import Case, torch_peer
 
 
 def _case(B: int, H: int, L: int, D: int, mode: str, backward: bool) -> Case:
@@ -39,7 +30,7 @@ def _case(B: int, H: int, L: int, D: int, mode: str, backward: bool) -> Case:
             def ours():
                 return ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
-        torch = _torch()
+        torch = torch_peer()
         if torch is None:
             return ours, None, "torch (not installed)"
         F = torch.nn.functional

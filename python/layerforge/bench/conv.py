@@ -7,17 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import get_num_threads, ops
-from .harness import Case
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(get_num_threads())
-    return torch
+from .. import ops
+from .harness import Case, torch_peer
 
 
 def _case(name, N, C, H, W, K, R, S, stride=1, padding=0, groups=1, backward=False, layout="NCHW"):
@@ -43,7 +34,7 @@ def _case(name, N, C, H, W, K, R, S, stride=1, padding=0, groups=1, backward=Fal
                 ops.conv2d_backward(gol, xl, wl, stride, padding, 1, groups, layout=layout)
             return out
 
-        torch = _torch()
+        torch = torch_peer()
         if torch is None:
             return ours, None, "torch (not installed)"
         F = torch.nn.functional

@@ -35,6 +35,18 @@ class Case:
     extra: dict = field(default_factory=dict)
 
 
+def torch_peer():
+    """torch with the same thread count as layerforge, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    from .. import get_num_threads
+
+    torch.set_num_threads(get_num_threads())
+    return torch
+
+
 def _block_time(fn: Callable[[], object], n: int, settle: float = 0.0) -> float:
     if settle:
         # Let the other library's idle thread pool stop spinning: OpenBLAS's threads keep polling for

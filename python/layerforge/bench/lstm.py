@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import get_num_threads, ops
-from .harness import Case
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(get_num_threads())
-    return torch
+from .. import ops
+from .harness import Case, torch_peer
 
 
 def _case(name: str, T: int, B: int, I: int, H: int, backward: bool) -> Case:
@@ -38,7 +29,7 @@ def _case(name: str, T: int, B: int, I: int, H: int, backward: bool) -> Case:
             def ours():
                 return ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
 
-        torch = _torch()
+        torch = torch_peer()
         if torch is None:
             return ours, None, "torch (not installed)"
         m = torch.nn.LSTM(I, H)

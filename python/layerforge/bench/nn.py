@@ -5,24 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from .harness import Case
-
-
-def _torch():
-    try:
-        import torch
-
-        from .. import get_num_threads
-
-        torch.set_num_threads(get_num_threads())
-        return torch
-    except ImportError:
-        return None
+from .harness import Case, torch_peer
 
 
 def _adam_case(n: int) -> Case:
     def setup():
-        torch = _torch()
+        torch = torch_peer()
         rng = np.random.default_rng(0)
         p = rng.standard_normal(n, dtype=np.float32)
         g = rng.standard_normal(n, dtype=np.float32) * 1e-3
@@ -47,7 +35,7 @@ def _adam_case(n: int) -> Case:
 
 def _xent_case(n: int, c: int) -> Case:
     def setup():
-        torch = _torch()
+        torch = torch_peer()
         rng = np.random.default_rng(0)
         x = rng.standard_normal((n, c), dtype=np.float32)
         t = rng.integers(0, c, n)
@@ -70,7 +58,7 @@ def _xent_case(n: int, c: int) -> Case:
 
 def _layer_norm_case(r: int, d: int) -> Case:
     def setup():
-        torch = _torch()
+        torch = torch_peer()
         rng = np.random.default_rng(0)
         x = rng.standard_normal((r, d), dtype=np.float32)
         g = rng.standard_normal((r, d), dtype=np.float32)
@@ -101,7 +89,7 @@ def _mlp_case(batch: int, sizes: tuple) -> Case:
         import layerforge as lf
         from .. import nn, optim
 
-        torch = _torch()
+        torch = torch_peer()
         rng = np.random.default_rng(0)
         x = rng.standard_normal((batch, sizes[0]), dtype=np.float32)
         y = rng.integers(0, sizes[-1], batch)

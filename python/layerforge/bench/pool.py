@@ -5,17 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import get_num_threads, ops
-from .harness import Case
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(get_num_threads())
-    return torch
+from .. import ops
+from .harness import Case, torch_peer
 
 
 def _case(kind, N, C, H, W, layout, backward):
@@ -46,7 +37,7 @@ def _case(kind, N, C, H, W, layout, backward):
                 ops.avg_pool2d_backward(gol, xl.shape, 2, layout=layout)
             return out
 
-        torch = _torch()
+        torch = torch_peer()
         if torch is None:
             return ours, None, "torch (not installed)"
         F = torch.nn.functional
