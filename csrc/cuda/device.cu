@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "layerforge/cuda.h"
+#include "layerforge/error.h"
 #include "check.cuh"
 
 #ifndef LAYERFORGE_CUDA_ARCHS
@@ -89,6 +90,22 @@ void self_test(int device) {
     for (int64_t i = 0; i < n; ++i)
         if (h[i] != 2.0f * static_cast<float>(i) + 1.0f)
             throw std::runtime_error("smoke_kernel: wrong result at " + std::to_string(i));
+}
+
+void check_device_pointer(const void* ptr, const char* name) {
+    cudaPointerAttributes attr;
+    const cudaError_t err = cudaPointerGetAttributes(&attr, ptr);
+    if (err != cudaSuccess) {
+        cudaGetLastError();  // clear it: a bad pointer is the caller's error, not a sticky device fault
+        throw ValueError(std::string(name) + ": not a CUDA pointer (" + cudaGetErrorName(err) + ")");
+    }
+    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+        throw ValueError(std::string(name) + ": host memory where GPU (device) memory is expected");
+    int current = 0;
+    check(cudaGetDevice(&current), "cudaGetDevice");
+    if (attr.type == cudaMemoryTypeDevice && attr.device != current)
+        throw ValueError(std::string(name) + ": lives on GPU " + std::to_string(attr.device) +
+                         " but the current device is GPU " + std::to_string(current));
 }
 
 }  // namespace cuda

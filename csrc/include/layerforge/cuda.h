@@ -27,5 +27,13 @@ int driver_version();                  // 0 when no driver
 // match the device. Throws std::runtime_error naming the kernel on any CUDA error.
 void self_test(int device);
 
+// Throws layerforge::ValueError naming `name` unless `ptr` is device (or managed) memory: a host pointer
+// handed to a kernel would crash the process or the device, so the bindings check every array first.
+void check_device_pointer(const void* ptr, const char* name);
+
+// Launchers of every kernel family take their stream as `void*` (a cudaStream_t; nullptr = the legacy
+// default stream) so that these headers need no CUDA include. They are declared next to the CPU API of
+// their family (gemm.h, conv.h, ...) in namespace layerforge::cuda and implemented in csrc/cuda/<family>.cu.
+
 }  // namespace cuda
 }  // namespace layerforge

@@ -115,3 +115,67 @@ def require_4d(x: np.ndarray, name: str, op: str, layout: str) -> None:
     if x.ndim != 4:
         dims = "(N, H, W, C)" if layout == "NHWC" else "(N, C, H, W)"
         raise ValueError(f"{op}: {name} must be 4-d {dims}, got shape {x.shape}")
+
+
+# ---------------------------------------------------------------- GPU arrays and dispatch
+# An op runs on the GPU when its array operands are GPU arrays (cupy, or anything exposing
+# __cuda_array_interface__, converted once to cupy without a copy) and on the CPU when they are numpy
+# arrays; mixing the two is a TypeError that names both operands. The CUDA module and cupy are loaded on
+# first use only, so none of this costs anything on the CPU path.
+
+def is_cuda_array(x) -> bool:
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def device_of(op: str, **operands) -> str:
+    """'cuda' when the (non-None) operands are GPU arrays, 'cpu' when none is; TypeError when mixed."""
+    gpu = [name for name, x in operands.items() if x is not None and is_cuda_array(x)]
+    if not gpu:
+        return "cpu"
+    cpu = [name for name, x in operands.items() if x is not None and not is_cuda_array(x)]
+    if cpu:
+        raise TypeError(
+            f"{op}: {', '.join(gpu)} {'is a GPU array' if len(gpu) == 1 else 'are GPU arrays'} but "
+            f"{', '.join(cpu)} {'is' if len(cpu) == 1 else 'are'} not (a "
+            f"{type(operands[cpu[0]]).__name__}); move all operands to one device "
+            "(cupy.asarray(...) or cupy.asnumpy(...))"
+        )
+    return "cuda"
+
+
+def cupy_module():
+    """cupy, or a RuntimeError that says how to get it."""
+    try:
+        import cupy
+    except ImportError:
+        raise RuntimeError(
+            "layerforge: GPU arrays need cupy (pip install 'layerforge[cuda]')"
+        ) from None
+    return cupy
+
+
+def cuda_kernels(op: str):
+    """layerforge._cuda, or a RuntimeError that says why the GPU cannot be used (module not built, no
+    driver, no device)."""
+    from .. import cuda
+
+    reason = cuda.unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"{op}: cannot run on the GPU: {reason}")
+    return cuda._load()
+
+
+def as_cuda_float_array(x, name: str, op: str, dtypes=("float32", "float64")):
+    """x as a cupy array (zero-copy for objects with __cuda_array_interface__), checked against dtypes.
+    bfloat16 is not a cupy dtype; ops that take it accept uint16 arrays holding bf16 bits explicitly."""
+    cp = cupy_module()
+    if not isinstance(x, cp.ndarray):
+        x = cp.asarray(x)
+    if str(x.dtype) not in dtypes:
+        raise TypeError(f"{op}: {name} has dtype {x.dtype}; supported on the GPU: {', '.join(dtypes)}")
+    return x
+
+
+def current_stream_handle() -> int:
+    """cupy's current stream as an integer (what the CUDA launchers take)."""
+    return cupy_module().cuda.get_current_stream().ptr
