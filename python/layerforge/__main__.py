@@ -1,4 +1,4 @@
-"""Command line: `python -m layerforge info | bench`."""
+"""Command line: `python -m layerforge train | info | bench`."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +36,10 @@ def _info() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m layerforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    from layerforge import train as _train
+
+    pt = sub.add_parser("train", help="train a tutorial model (default: the CNN) on the bundled MNIST")
+    _train.add_arguments(pt)
     sub.add_parser("info", help="version, CPU features and code path, threads, CUDA build and GPUs")
     pb = sub.add_parser("bench", help="time kernels against their peers (numpy, torch, cupy) in one run")
     pb.add_argument("families", nargs="*", help="families to run (default: all)")
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     pb.add_argument("--threads", type=int, help="threads for layerforge (and the peers where settable)")
     args = parser.parse_args(argv)
 
+    if args.command == "train":
+        return _train.main_from_args(args)
     if args.command == "info":
         return _info()
     if args.command == "bench":

@@ -1,14 +1,18 @@
 """layerforge.data: Dataset, TensorDataset, DataLoader (batch_size, shuffle with a seed, drop_last) and
-random_split, with torch.utils.data's semantics on layerforge Tensors / numpy arrays."""
+random_split, with torch.utils.data's semantics on layerforge Tensors / numpy arrays; standardisation
+helpers; the bundled 5,000-image MNIST subset and a reader for the standard MNIST IDX files."""
 from __future__ import annotations
 
+import gzip
 import math
+import os
 
 import numpy as np
 
 from .tensor import Tensor, default_generator
 
-__all__ = ["Dataset", "TensorDataset", "Subset", "DataLoader", "random_split"]
+__all__ = ["Dataset", "TensorDataset", "Subset", "DataLoader", "random_split", "fit_standardizer",
+           "standardize", "load_mnist_5k", "read_idx", "load_mnist_idx"]
 
 
 class Dataset:
@@ -126,3 +130,90 @@ class DataLoader:
             else:
                 items = [self.dataset[int(i)] for i in b]
                 yield (self.collate_fn or _collate)(items)
+
+
+# ---- standardisation --------------------------------------------------------------------------------
+def fit_standardizer(x, axis=None, eps: float = 1e-8):
+    """Mean and standard deviation of ``x`` over ``axis`` (None: all elements, as the usual single MNIST
+    mean/std; e.g. ``axis=0`` for per-feature statistics), computed in float64 and returned as float32
+    arrays that broadcast against ``x`` (keepdims). ``eps`` keeps a constant feature from dividing by 0.
+    Fit on the training split only, then apply the same statistics to every split."""
+    a = np.asarray(x._data if isinstance(x, Tensor) else x, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("fit_standardizer: x is empty")
+    mean = a.mean(axis=axis, keepdims=True)
+    std = a.std(axis=axis, keepdims=True)
+    return mean.astype(np.float32), np.maximum(std, eps).astype(np.float32)
+
+
+def standardize(x, mean, std, dtype=np.float32):
+    """``(x - mean) / std`` as a new ``dtype`` array (uint8 images included), with statistics from
+    ``fit_standardizer``."""
+    a = np.asarray(x._data if isinstance(x, Tensor) else x)
+    out = a.astype(dtype)  # a fresh array: the caller's data is never modified
+    out -= np.asarray(mean, dtype)
+    out /= np.asarray(std, dtype)
+    return out
+
+
+# ---- MNIST ------------------------------------------------------------------------------------------
+_BUNDLED = os.path.join(os.path.dirname(__file__), "_datasets")
+
+
+def load_mnist_5k():
+    """The bundled 5,000-image MNIST subset (500 per class; source and license in
+    ``layerforge/_datasets/README.md``): ``(images uint8 (5000, 28, 28), labels int64 (5000,))``, stored
+    sorted by class, so shuffle (e.g. ``random_split``) before splitting."""
+    with np.load(os.path.join(_BUNDLED, "mnist_5k.npz")) as f:
+        return f["images"], f["labels"].astype(np.int64)
+
+
+# IDX type codes (http://yann.lecun.com/exdb/mnist/): big-endian data of these types.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path):
+    """An IDX file (gzipped or not: decided by the file's first bytes, not its name) as a numpy array in
+    native byte order, e.g. ``train-images-idx3-ubyte.gz`` -> uint8 ``(60000, 28, 28)``."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"read_idx: {path} is not an IDX file (bad magic number {raw[:4].hex()})")
+    dt, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
+    head = 4 + 4 * ndim
+    if len(raw) < head:
+        raise ValueError(f"read_idx: {path} is truncated (header of {ndim} dims)")
+    shape = tuple(int(v) for v in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    count = math.prod(shape)
+    if len(raw) - head != count * dt.itemsize:
+        raise ValueError(f"read_idx: {path} holds {len(raw) - head} data bytes, its header says shape "
+                         f"{shape} of {dt.name} ({count * dt.itemsize} bytes)")
+    return np.frombuffer(raw, dt, count=count, offset=head).astype(dt.newbyteorder("="), copy=True).reshape(shape)
+
+
+def _find_idx(folder, stem):
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        p = os.path.join(folder, name)
+        if os.path.exists(p):
+            return p
+    raise FileNotFoundError(f"load_mnist_idx: no {stem}[.gz] in {folder}")
+
+
+def load_mnist_idx(folder):
+    """The standard MNIST files in ``folder`` (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally ``.gz``):
+    ``((train_images, train_labels), (test_images, test_labels))``, images uint8 ``(N, 28, 28)``, labels
+    int64."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"load_mnist_idx: {folder} is not a directory")
+    out = []
+    for split in ("train", "t10k"):
+        images = read_idx(_find_idx(folder, f"{split}-images-idx3-ubyte"))
+        labels = read_idx(_find_idx(folder, f"{split}-labels-idx1-ubyte")).astype(np.int64)
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(f"load_mnist_idx: {split} images {images.shape} and labels {labels.shape} "
+                             "do not pair up")
+        out.append((images, labels))
+    return tuple(out)

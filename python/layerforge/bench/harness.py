@@ -28,7 +28,7 @@ FAMILIES: dict[str, str] = {
 class Case:
     family: str
     name: str
-    work: float  # FLOPs (unit "GFLOP/s") or bytes moved (unit "GB/s") per call
+    work: float  # FLOPs (unit "GFLOP/s"), bytes moved ("GB/s") or items (any other unit, e.g. "steps/s") per call
     setup: Callable[[], tuple[Callable[[], object], Callable[[], object] | None, str]]
     unit: str = "GFLOP/s"
     note: str = ""
@@ -142,7 +142,7 @@ def run(families: Iterable[str], json_path: str | None = None, results_path: str
         for case in mod.cases(quick):
             ours, peer, peer_name = case.setup()
             t_o, t_p, ratio, spread = time_pair(ours, peer, rounds=rounds if not quick else 3)
-            rate = case.work / t_o / 1e9
+            rate = case.work / t_o / (1e9 if case.unit in ("GFLOP/s", "GB/s") else 1.0)
             pct = 100.0 * rate / info["peak_gflops"] if case.unit == "GFLOP/s" else None
             row = {
                 "family": fam, "case": case.name, "peer": peer_name, "ours_s": t_o, "peer_s": t_p,

@@ -84,54 +84,62 @@ def _layer_norm_case(r: int, d: int) -> Case:
     return Case("nn", f"layer_norm fwd+bwd {r}x{d}", 5.0 * 4 * r * d, setup, unit="GB/s")
 
 
-def _mlp_case(batch: int, sizes: tuple) -> Case:
+def _train_step_case(name: str, build, x_shape: tuple, classes: int, flops: float | None) -> Case:
+    """One training step (forward, cross-entropy, backward, Adam) of the model ``build(fw)`` makes on
+    framework ``fw`` (layerforge, or torch as the peer: the same model code builds both)."""
     def setup():
         import layerforge as lf
-        from .. import nn, optim
 
         torch = torch_peer()
         rng = np.random.default_rng(0)
-        x = rng.standard_normal((batch, sizes[0]), dtype=np.float32)
-        y = rng.integers(0, sizes[-1], batch)
+        x = rng.standard_normal(x_shape, dtype=np.float32)
+        y = rng.integers(0, classes, x_shape[0])
 
-        def build(lib_nn):
-            layers = []
-            for i in range(len(sizes) - 1):
-                layers.append(lib_nn.Linear(sizes[i], sizes[i + 1]))
-                if i < len(sizes) - 2:
-                    layers.append(lib_nn.ReLU())
-            return lib_nn.Sequential(*layers)
+        def step_fn(fw, X, Y):
+            model = build(fw)
+            opt = fw.optim.Adam(model.parameters(), lr=1e-3)
+            lossf = fw.nn.CrossEntropyLoss()
 
-        model = build(nn)
-        opt = optim.Adam(model.parameters(), lr=1e-3)
-        X, Y = lf.tensor(x), lf.tensor(y)
-        lossf = nn.CrossEntropyLoss()
-
-        def ours():
-            opt.zero_grad()
-            loss = lossf(model(X), Y)
-            loss.backward()
-            opt.step()
-
-        peer = None
-        if torch is not None:
-            tm = build(torch.nn)
-            topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
-            tX, tY = torch.tensor(x), torch.tensor(y)
-            tloss = torch.nn.CrossEntropyLoss()
-
-            def peer():
-                topt.zero_grad()
-                loss = tloss(tm(tX), tY)
+            def step():
+                opt.zero_grad()
+                loss = lossf(model(X), Y)
                 loss.backward()
-                topt.step()
-        return ours, peer, "torch (nn + Adam)"
+                opt.step()
+            return step
+
+        ours = step_fn(lf, lf.tensor(x), lf.tensor(y))
+        peer = step_fn(torch, torch.tensor(x), torch.tensor(y)) if torch is not None else None
+        return ours, peer, "torch (same model + Adam)"
+
+    if flops is None:  # rate in steps per second
+        return Case("nn", name, 1.0, setup, unit="steps/s")
+    return Case("nn", name, flops, setup)
+
+
+def _mlp_case(batch: int, sizes: tuple) -> Case:
+    def build(fw):
+        layers = []
+        for i in range(len(sizes) - 1):
+            layers.append(fw.nn.Linear(sizes[i], sizes[i + 1]))
+            if i < len(sizes) - 2:
+                layers.append(fw.nn.ReLU())
+        return fw.nn.Sequential(*layers)
 
     flops = 0.0
     for i in range(len(sizes) - 1):
         flops += 3 * 2.0 * batch * sizes[i] * sizes[i + 1]  # forward + two backward GEMMs
     name = "MLP train step " + "-".join(str(s) for s in sizes) + f", batch {batch}"
-    return Case("nn", name, flops, setup)
+    return _train_step_case(name, build, (batch, sizes[0]), sizes[-1], flops)
+
+
+def _tutorial_case(model: str, batch: int) -> Case:
+    from ..train import build_model
+
+    # forward FLOPs per image of the CNN: conv1 26x26x32 outputs x 9 taps, conv2 11x11x64 x (32 x 9), dense
+    cnn_fwd = 2.0 * (26 * 26 * 32 * 9 + 11 * 11 * 64 * 32 * 9 + 1600 * 64 + 64 * 10)
+    flops = 3 * batch * cnn_fwd if model == "cnn" else None  # fwd + grad_x + grad_w (conv1's grad_x unused)
+    return _train_step_case(f"tutorial {model} train step (MNIST), batch {batch}",
+                            lambda fw: build_model(model, fw), (batch, 1, 28, 28), 10, flops)
 
 
 def cases(quick: bool = False):
@@ -142,3 +150,5 @@ def cases(quick: bool = False):
     yield _layer_norm_case(4096, 512)
     yield _mlp_case(32, (784, 128, 10))
     yield _mlp_case(256, (784, 512, 256, 10))
+    for model in (("cnn",) if quick else ("cnn", "lstm", "transformer")):
+        yield _tutorial_case(model, 32)
