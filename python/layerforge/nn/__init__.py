@@ -1,5 +1,6 @@
 """layerforge.nn: torch.nn's Module API on layerforge Tensors and kernels."""
 from . import functional, init
+from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
 from .layers import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Embedding, Flatten, GELU, Identity,
                      LayerNorm, LeakyReLU, Linear, LogSoftmax, MSELoss, NLLLoss, ReLU, Sigmoid, Softmax, Tanh)
 from .module import Module, ModuleList, Parameter, Sequential
@@ -7,3 +8,4 @@ from .module import Module, ModuleList, Parameter, Sequential
 __all__ = ["functional", "init", "Module", "Sequential", "ModuleList", "Parameter", "Linear", "Flatten", "ReLU",
            "LeakyReLU", "GELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Dropout", "LayerNorm", "Embedding",
            "Identity", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCELoss", "BCEWithLogitsLoss"]
+__all__ += ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]

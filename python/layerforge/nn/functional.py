@@ -21,6 +21,7 @@ from ..tensor import relu as _relu, sigmoid as _sigmoid, tanh as _tanh
 __all__ = ["linear", "relu", "leaky_relu", "gelu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout",
            "layer_norm", "embedding", "cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "flatten", "pad", "one_hot"]
+__all__ += ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 
 def _shape(s):
@@ -74,6 +75,121 @@ def linear(input, weight, bias=None) -> Tensor:
     if bias is not None:
         bias = _t(bias)
     return _Linear.apply(input, weight, bias)
+
+
+# ---- conv and pooling ----------------------------------------------------------------------------------
+# Tensors (N, C, H, W) on the ops.conv / ops.pool kernels (NCHW). As torch, unbatched (C, H, W) input is
+# accepted: it runs as a batch of one (reshape views, no copies) and the batch dim is removed again.
+def _check_image(x: Tensor, op: str, channels=None) -> None:
+    """ValueError naming ``op`` unless x is (N, C, H, W) or (C, H, W), with ``channels`` channels if given."""
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{op}: expected a 3-d (C, H, W) unbatched or 4-d (N, C, H, W) batched input, got "
+                         f"shape {_shape(x.shape)}")
+    if channels is not None and x.shape[-3] != channels:
+        raise ValueError(f"{op}: expected input with {channels} channels, got shape {_shape(x.shape)}")
+
+
+def _as_batch(input, op: str):
+    """(x as a 4-d Tensor, whether input was unbatched)."""
+    x = _t(input)
+    _check_image(x, op)
+    return (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
+
+
+def _unbatch(t: Tensor, unbatched: bool) -> Tensor:
+    return t.squeeze(0) if unbatched else t
+
+
+class _Conv2d(Function):
+    """out = conv2d(x, weight) + bias on ops.conv2d; the backward computes only the gradients asked for.
+    x (N, C, H, W), weight (K, C/groups, R, S), bias (K,) or None, out (N, K, P, Q);
+    geometry = (stride, padding, dilation, groups) as ops.conv2d takes them."""
+
+    def forward(self, x, weight, bias, geometry):
+        out = ops.conv2d(x, weight, bias, *geometry)
+        if any(self.needs_input_grad):
+            self.x, self.weight, self.geometry = x, weight, geometry
+        return out
+
+    def backward(self, g):
+        need_x, need_w, need_b = self.needs_input_grad[:3]  # need_b is False when there is no bias
+        gx, gw, gb = ops.conv2d_backward(g, self.x, self.weight, *self.geometry, bias=need_b, need_grad_x=need_x,
+                                         need_grad_weight=need_w)
+        return gx, gw, gb, None
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
+    """torch.nn.functional.conv2d: input (N, C, H, W) or (C, H, W), weight (K, C/groups, R, S), bias (K,);
+    stride/dilation int or pair, padding int, pair, 'valid' or 'same'."""
+    x, unbatched = _as_batch(input, "conv2d")
+    out = _Conv2d.apply(x, _t(weight), None if bias is None else _t(bias), (stride, padding, dilation, groups))
+    return _unbatch(out, unbatched)
+
+
+class _MaxPool2d(Function):
+    """ops.max_pool2d; the backward scatters the gradient to the argmax indices the forward saved (never
+    recomputed). Function.apply returns one array, so indices the caller asked for come back through the
+    ``indices_out`` list. geometry = (kernel_size, stride, padding, dilation, ceil_mode)."""
+
+    def forward(self, x, geometry, indices_out):
+        need_grad = any(self.needs_input_grad)
+        if not need_grad and indices_out is None:
+            return ops.max_pool2d(x, *geometry)
+        out, indices = ops.max_pool2d(x, *geometry, return_indices=True)  # indices (N, C, P, Q) int64
+        if need_grad:
+            self.x_shape, self.geometry, self.indices = x.shape, geometry, indices
+        if indices_out is not None:
+            indices_out.append(indices)
+        return out
+
+    def backward(self, g):
+        return ops.max_pool2d_backward(g, self.x_shape, *self.geometry, indices=self.indices), None, None
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """torch.nn.functional.max_pool2d; with ``return_indices`` returns (out, indices), indices int64 flat
+    positions h * W + w within each plane."""
+    x, unbatched = _as_batch(input, "max_pool2d")
+    indices_out = [] if return_indices else None
+    out = _unbatch(_MaxPool2d.apply(x, (kernel_size, stride, padding, dilation, ceil_mode), indices_out), unbatched)
+    if not return_indices:
+        return out
+    return out, _unbatch(Tensor._wrap(indices_out[0]), unbatched)
+
+
+class _AvgPool2d(Function):
+    """ops.avg_pool2d and its backward (which needs only x's shape). geometry = (kernel_size, stride,
+    padding, ceil_mode, count_include_pad, divisor_override)."""
+
+    def forward(self, x, geometry):
+        self.x_shape, self.geometry = x.shape, geometry
+        return ops.avg_pool2d(x, *geometry)
+
+    def backward(self, g):
+        return ops.avg_pool2d_backward(g, self.x_shape, *self.geometry), None
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None) -> Tensor:
+    """torch.nn.functional.avg_pool2d."""
+    x, unbatched = _as_batch(input, "avg_pool2d")
+    geometry = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    return _unbatch(_AvgPool2d.apply(x, geometry), unbatched)
+
+
+class _AdaptiveAvgPool2d(Function):
+    def forward(self, x, output_size):
+        self.x_shape = x.shape
+        return ops.adaptive_avg_pool2d(x, output_size)
+
+    def backward(self, g):
+        return ops.adaptive_avg_pool2d_backward(g, self.x_shape), None
+
+
+def adaptive_avg_pool2d(input, output_size) -> Tensor:
+    """torch.nn.functional.adaptive_avg_pool2d (output_size: int or pair; None keeps that input size)."""
+    x, unbatched = _as_batch(input, "adaptive_avg_pool2d")
+    return _unbatch(_AdaptiveAvgPool2d.apply(x, output_size), unbatched)
 
 
 # ---- activations --------------------------------------------------------------------------------------

@@ -92,11 +92,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, layo
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, bias=True, layout="NCHW",
-                    need_grad_x=True):
+                    need_grad_x=True, need_grad_weight=True):
     """Gradients of ``conv2d(x, weight, bias, ...)`` given ``grad_out`` (the gradient of its output).
 
-    Returns ``(grad_x, grad_weight, grad_bias)``; ``grad_bias`` is None when ``bias`` is False, and
-    ``grad_x`` is None when ``need_grad_x`` is False (e.g. a network's first layer). Arguments as conv2d.
+    Returns ``(grad_x, grad_weight, grad_bias)``; ``grad_bias`` is None when ``bias`` is False, ``grad_x``
+    is None when ``need_grad_x`` is False (e.g. a network's first layer) and ``grad_weight`` is None when
+    ``need_grad_weight`` is False (a frozen layer); what is not asked for is not computed. Arguments as conv2d.
     The batch reduction of grad_weight is deterministic for a given thread count.
     """
     op = "conv2d_backward"
@@ -108,7 +109,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     if grad_out.dtype != x.dtype:
         raise TypeError(f"{op}: grad_out has dtype {grad_out.dtype}, x has {x.dtype}; they must match")
     gx = np.empty(x.shape, x.dtype) if need_grad_x else None
-    gw = np.empty(weight.shape, x.dtype)
+    gw = np.empty(weight.shape, x.dtype) if need_grad_weight else None
     gb = np.empty((K,), x.dtype) if bias else None
     _C.conv2d_backward(contiguous(grad_out), contiguous(x), contiguous(weight), gx, gw, gb, params, layout)
     return gx, gw, gb
