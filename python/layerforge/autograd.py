@@ -63,9 +63,14 @@ class Function:
     arguments arrive as their arrays, other arguments as they are) returning one array, and
     ``backward(self, grad)`` returning one gradient (or None) per positional argument of forward.
     ``self.needs_input_grad`` says which inputs need one. State for the backward goes on ``self``;
-    ``release`` (called after backward unless retain_graph) drops it."""
+    ``release`` (called after backward unless retain_graph) drops it.
 
-    __slots__ = ("inputs", "needs_input_grad", "freed", "__dict__")
+    Multi-output nodes: a ``forward`` that returns a tuple of arrays makes ``apply`` return a tuple of
+    Tensors (output i knows its index, ``Tensor._out_index``), and ``backward(self, *grads)`` then receives
+    one gradient per output — None for an output that no gradient reached (e.g. an LSTM's c_T when only
+    y is used) — and runs once, after all of them are summed."""
+
+    __slots__ = ("inputs", "needs_input_grad", "freed", "n_outputs", "__dict__")
 
     @classmethod
     def apply(cls, *args, **kwargs):
@@ -79,10 +84,15 @@ class Function:
         else:
             fn.needs_input_grad = (False,) * len(args)
         out = fn.forward(*arrays, **kwargs)
+        multi = isinstance(out, tuple)
         if not need:
-            return Tensor._wrap(out)
+            return tuple(Tensor._wrap(o) for o in out) if multi else Tensor._wrap(out)
         fn.inputs = tuple(a if isinstance(a, Tensor) and a.requires_grad else None for a in args)
         fn.freed = False
+        # n_outputs is a slot, not in __dict__, so it survives release() (the second-backward check needs it)
+        fn.n_outputs = len(out) if multi else 1
+        if multi:
+            return tuple(Tensor._wrap(o, fn, i) for i, o in enumerate(out))
         return Tensor._wrap(out, fn)
 
     def forward(self, *args):  # pragma: no cover - interface
@@ -129,6 +139,22 @@ def _accumulate_leaf(t, g):
         t.grad._data += g
 
 
+def _add_output_grad(grads, t, g):
+    """Sum g into the pending gradient of the node that produced t: one array per node, or, for a
+    multi-output node, a list with one entry (None until a gradient arrives) per output."""
+    fn = t._ctx
+    k = id(fn)
+    if fn.n_outputs == 1:
+        prev = grads.get(k)
+        grads[k] = g if prev is None else prev + g
+        return
+    per_output = grads.get(k)
+    if per_output is None:
+        per_output = grads[k] = [None] * fn.n_outputs
+    i = t._out_index
+    per_output[i] = g if per_output[i] is None else per_output[i] + g
+
+
 def run_backward(root, grad, retain_graph: bool = False):
     fn0 = root._ctx
     if fn0 is None:
@@ -136,7 +162,8 @@ def run_backward(root, grad, retain_graph: bool = False):
             _accumulate_leaf(root, grad)
         return
     order = _topo(fn0)
-    grads = {id(fn0): grad}
+    grads = {}
+    _add_output_grad(grads, root, grad)
     with no_grad():
         for fn in reversed(order):
             g = grads.pop(id(fn), None)
@@ -149,18 +176,18 @@ def run_backward(root, grad, retain_graph: bool = False):
                     "call .backward(). Specify retain_graph=True if you need to backward through the graph a "
                     f"second time (node {fn.name})."
                 )
-            in_grads = fn.backward(g)
+            in_grads = fn.backward(*g) if fn.n_outputs > 1 else fn.backward(g)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
             for t, ig in zip(fn.inputs, in_grads):
                 if t is None or ig is None:
                     continue
+                if ig.dtype != t._data.dtype:  # e.g. float32 * float64: each input's gradient in its own dtype (torch)
+                    ig = ig.astype(t._data.dtype)
                 if t._ctx is None:
                     _accumulate_leaf(t, ig)
                 else:
-                    k = id(t._ctx)
-                    prev = grads.get(k)
-                    grads[k] = ig if prev is None else prev + ig
+                    _add_output_grad(grads, t, ig)
                     if t._retains_grad:
                         _accumulate_leaf(t, ig)
             if not retain_graph:

@@ -83,7 +83,8 @@ def _shape_arg(shape):
 
 
 class Tensor:
-    __slots__ = ("_data", "requires_grad", "grad", "_ctx", "_retains_grad", "__weakref__")
+    # _out_index: which output of its node (_ctx) this Tensor is (0 except for multi-output Functions)
+    __slots__ = ("_data", "requires_grad", "grad", "_ctx", "_out_index", "_retains_grad", "__weakref__")
     __array_priority__ = 1000  # numpy defers to our operators
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
@@ -95,17 +96,19 @@ class Tensor:
         self._data = a
         self.grad = None
         self._ctx = None
+        self._out_index = 0
         self._retains_grad = False
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
 
     @classmethod
-    def _wrap(cls, a, ctx=None):
+    def _wrap(cls, a, ctx=None, out_index=0):
         t = object.__new__(cls)
         t._data = a if isinstance(a, np.ndarray) else np.asarray(a)
         t.grad = None
         t._ctx = ctx
+        t._out_index = out_index
         t._retains_grad = False
         t.requires_grad = ctx is not None
         return t

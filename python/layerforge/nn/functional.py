@@ -22,6 +22,7 @@ __all__ = ["linear", "relu", "leaky_relu", "gelu", "sigmoid", "tanh", "softmax",
            "layer_norm", "embedding", "cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "flatten", "pad", "one_hot"]
 __all__ += ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
+__all__ += ["scaled_dot_product_attention"]  # sequence models and attention (section at the end)
 
 
 def _shape(s):
@@ -576,3 +577,52 @@ def one_hot(tensor, num_classes=-1) -> Tensor:
     out = np.zeros(idx.shape + (num_classes,), dtype=int64)
     np.put_along_axis(out, idx[..., None].astype(np.int64), 1, axis=-1)
     return Tensor._wrap(out)
+
+
+# ==== sequence models and attention ==========================================================================
+# (The LSTM layers live in nn/rnn.py: torch.nn.functional has no lstm. Their Function, _LSTMLayer, is here
+# beside the attention one so every Function over an ops kernel family is in this file.)
+class _SDPA(Function):
+    """softmax(q k^T * scale + mask) v on the FlashAttention kernels; q (..., L, D), k (..., S, D),
+    v (..., S, Dv). The kernel saves the output and the per-row log-sum-exp, never the L x S matrix.
+    The mask is not differentiated."""
+
+    def forward(self, q, k, v, attn_mask, dropout_p, is_causal, scale, seed):
+        out, self.saved = ops.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale,
+                                                           seed=seed, return_saved=True)
+        return out
+
+    def backward(self, g):
+        n = self.needs_input_grad
+        gq, gk, gv = ops.scaled_dot_product_attention_backward(g, self.saved)
+        return gq if n[0] else None, gk if n[1] else None, gv if n[2] else None, None, None, None, None, None
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False) -> Tensor:
+    """torch.nn.functional.scaled_dot_product_attention: query (..., L, D), key (..., S, D),
+    value (..., S, Dv) -> (..., L, Dv). attn_mask: bool (True = take part in attention) or float (added
+    to the scores), broadcastable to (..., L, S); not differentiated. Dropout (when dropout_p > 0, as
+    torch's functional: whatever the module's mode) draws its seed from layerforge's generator, so runs
+    repeat under ``layerforge.manual_seed``."""
+    if enable_gqa:
+        raise ValueError("scaled_dot_product_attention: enable_gqa=True is not supported by layerforge")
+    q, k, v = _t(query), _t(key), _t(value)
+    mask = attn_mask._data if isinstance(attn_mask, Tensor) else attn_mask
+    seed = int(default_generator().integers(0, 2**63 - 1)) if dropout_p > 0 else 0
+    return _SDPA.apply(q, k, v, mask, dropout_p, is_causal, scale, seed)
+
+
+class _LSTMLayer(Function):
+    """One LSTM layer (one direction) over a sequence: one ``ops.lstm`` call forward, one
+    ``ops.lstm_backward`` call backward. x (T, B, I), h0/c0 (B, H) or None (zeros), w_ih (4H, I),
+    w_hh (4H, H), b_ih/b_hh (4H,) or None. Three outputs: y (T, B, H), h_T (B, H), c_T (B, H)."""
+
+    def forward(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        y, h_T, c_T, self.saved = ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, return_saved=True)
+        return y, h_T, c_T
+
+    def backward(self, grad_y, grad_h_T, grad_c_T):
+        g = ops.lstm_backward(grad_y, self.saved, grad_h_T, grad_c_T)
+        grads = (g.grad_x, g.grad_h0, g.grad_c0, g.grad_w_ih, g.grad_w_hh, g.grad_b_ih, g.grad_b_hh)
+        return tuple(gi if need else None for gi, need in zip(grads, self.needs_input_grad))
