@@ -73,7 +73,7 @@ def test_pool_unbatched(rng, pool):
     out_b, out_u = pool(xb), pool(xu)
     assert out_u.shape == out_b.shape[1:]
     np.testing.assert_array_equal(out_u.detach().numpy(), out_b.detach().numpy()[0])
-    g = rng.standard_normal(out_u.shape).astype(np.float32)
+    g = rng.standard_normal(out_u.shape)  # float64 like x (torch refuses a grad of another dtype)
     out_b.backward(lf.tensor(g[None]))
     out_u.backward(lf.tensor(g))
     np.testing.assert_array_equal(xu.grad.numpy(), xb.grad.numpy()[0])
