@@ -101,7 +101,8 @@ def t_out(a, layout):
 
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
 POOL_CONFIGS = [
-    (2, 3, 9, 7, 2, 2, 0, 1, False),
+    (2, 3, 9, 7, 2, 2, 0, 1, False),             # 2x2 stride 2: the specialised NCHW kernel
+    (2, 3, 7, 9, 2, 2, 0, 1, True),              # ... with ceil_mode: the last, partial window -> general loop
     (2, 3, 9, 7, 3, 2, 1, 1, True),              # ceil_mode: the last window starts in the padding
     (2, 3, 10, 7, 3, 2, 1, 2, True),             # dilation
     (1, 2, 6, 5, (3, 2), (2, 1), (1, 1), 1, True),
