@@ -324,7 +324,8 @@ void matmul_typed(const MatmulBatch& mb, const View& a, const View& b, const Vie
 }  // namespace
 
 void matmul(const View& a, const View& b, const View& out) {
-    const MatmulBatch mb = matmul_batch(a, b, out);  // validates shapes and dtypes (shared with CUDA)
+    MatmulBatch mb = matmul_batch(a, b, out);  // validates shapes and dtypes (shared with CUDA)
+    mb.collapse();  // fewer dims to walk per product; the same offsets
     switch (a.dtype) {
         case DType::f32: matmul_typed<float>(mb, a, b, out); break;
         case DType::f64: matmul_typed<double>(mb, a, b, out); break;

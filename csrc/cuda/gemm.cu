@@ -931,7 +931,8 @@ void gemm_strided_batched(DType dtype, int64_t batch, int64_t M, int64_t N, int6
     //  * f16 / bf16: tensor cores, the only 16-bit kernel (needs sm_80).
     //  * f32 with allow_tf32: TF32 tensor cores when 128x128 tiles give at least half a wave of blocks;
     //    smaller problems are latency-bound, and the exact float32 kernel (with split-K) is as fast there.
-    //  * f32: the FMA kernel with 128x128 tiles when they fill the SMs at least once, else 64x64 tiles
+    //  * f32: the FMA kernel with 128x128 tiles when they fill the SMs at least once (and the product is
+    //    not thin: a 128-wide tile over 64 rows or columns would be mostly padding), else 64x64 tiles
     //    (4x the blocks) plus split-K when even those leave most SMs idle.
     //  * f64: the simple tiled kernel.
     switch (dtype) {
@@ -951,7 +952,7 @@ void gemm_strided_batched(DType dtype, int64_t batch, int64_t M, int64_t N, int6
         launch_tc<float>(p, dev, s);
         return;
     }
-    launch_simt(p, big_blocks >= dev.sms ? 128 : 64, dev, s);
+    launch_simt(p, (big_blocks >= dev.sms && M > 64 && N > 64) ? 128 : 64, dev, s);
 }
 
 void matmul(const View& a, const View& b, const View& out, bool allow_tf32, void* stream) {
