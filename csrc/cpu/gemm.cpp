@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "layerforge/matmul_batch.h"
 #include "layerforge/runtime.h"
 #include "cpu_internal.h"
 #include "gemm_pack.h"
@@ -286,32 +287,11 @@ template void gemm_strided<double>(int64_t, int64_t, int64_t, double, const doub
 namespace {
 
 template <typename T>
-void matmul_typed(const View& a, const View& b, const View& out) {
-    const int nb = out.ndim - 2;  // batch dims of the result
-    const int64_t M = out.dim(-2), N = out.dim(-1), K = a.dim(-1);
-    int64_t batch = 1;
-    for (int d = 0; d < nb; ++d) batch *= out.shape[d];
+void matmul_typed(const MatmulBatch& mb, const View& a, const View& b, const View& out) {
+    const int64_t M = mb.M, N = mb.N, K = mb.K;
+    const int64_t batch = mb.count();
     if (batch == 0 || M == 0 || N == 0) return;
 
-    // Batch strides of each operand aligned to out's batch dims from the right; broadcast dims (missing
-    // or of size 1) get stride 0.
-    int64_t sa[kMaxDims] = {}, sb[kMaxDims] = {};
-    for (int d = 0; d < nb; ++d) {
-        const int da = d - (nb - (a.ndim - 2)), db = d - (nb - (b.ndim - 2));
-        sa[d] = (da >= 0 && a.shape[da] != 1) ? a.strides[da] : 0;
-        sb[d] = (db >= 0 && b.shape[db] != 1) ? b.strides[db] : 0;
-    }
-    // Offsets of batch element `idx` in each operand (row-major walk over the batch shape).
-    auto offsets = [&](int64_t idx, int64_t& oa, int64_t& ob, int64_t& oc) {
-        oa = ob = oc = 0;
-        for (int d = nb - 1; d >= 0; --d) {
-            const int64_t i = idx % out.shape[d];
-            idx /= out.shape[d];
-            oa += i * sa[d];
-            ob += i * sb[d];
-            oc += i * out.strides[d];
-        }
-    };
     const T* pa = a.ptr<T>();
     const T* pb = b.ptr<T>();
     T* pc = out.ptr<T>();
@@ -329,14 +309,14 @@ void matmul_typed(const View& a, const View& b, const View& out) {
 #endif
         for (int64_t i = 0; i < batch; ++i) {
             int64_t oa, ob, oc;
-            offsets(i, oa, ob, oc);
+            mb.offsets(i, oa, ob, oc);
             gemm_impl<T>(M, N, K, T(1), pa + oa, rsa, csa, pb + ob, rsb, csb, T(0), pc + oc, rsc, csc, 1);
         }
         return;
     }
     for (int64_t i = 0; i < batch; ++i) {
         int64_t oa, ob, oc;
-        offsets(i, oa, ob, oc);
+        mb.offsets(i, oa, ob, oc);
         gemm_impl<T>(M, N, K, T(1), pa + oa, rsa, csa, pb + ob, rsb, csb, T(0), pc + oc, rsc, csc, threads);
     }
 }
@@ -344,29 +324,11 @@ void matmul_typed(const View& a, const View& b, const View& out) {
 }  // namespace
 
 void matmul(const View& a, const View& b, const View& out) {
-    if (a.ndim < 2 || b.ndim < 2 || out.ndim != std::max(a.ndim, b.ndim))
-        throw ValueError("matmul: a and b need >= 2 dims and out max(a.ndim, b.ndim) dims, got a" +
-                         a.shape_str() + " b" + b.shape_str() + " out" + out.shape_str());
-    if (a.dtype != b.dtype || a.dtype != out.dtype)
-        throw DTypeError(std::string("matmul: dtypes differ: a ") + dtype_name(a.dtype) + ", b " +
-                         dtype_name(b.dtype) + ", out " + dtype_name(out.dtype));
-    if (a.dim(-1) != b.dim(-2))
-        throw ValueError("matmul: inner dimensions differ: a" + a.shape_str() + " and b" + b.shape_str());
-    if (out.dim(-2) != a.dim(-2) || out.dim(-1) != b.dim(-1))
-        throw ValueError("matmul: out" + out.shape_str() + " does not match a" + a.shape_str() + " @ b" +
-                         b.shape_str());
-    const int nb = out.ndim - 2;
-    for (int d = 0; d < nb; ++d) {
-        const int da = d - (nb - (a.ndim - 2)), db = d - (nb - (b.ndim - 2));
-        const int64_t ea = da >= 0 ? a.shape[da] : 1, eb = db >= 0 ? b.shape[db] : 1;
-        const int64_t want = ea == 1 ? eb : ea;
-        if ((eb != 1 && eb != want) || out.shape[d] != want)
-            throw ValueError("matmul: batch dimensions do not broadcast: a" + a.shape_str() + " b" +
-                             b.shape_str() + " out" + out.shape_str());
-    }
+    MatmulBatch mb = matmul_batch(a, b, out);  // validates shapes and dtypes (shared with CUDA)
+    mb.collapse();  // fewer dims to walk per product; the same offsets
     switch (a.dtype) {
-        case DType::f32: matmul_typed<float>(a, b, out); break;
-        case DType::f64: matmul_typed<double>(a, b, out); break;
+        case DType::f32: matmul_typed<float>(mb, a, b, out); break;
+        case DType::f64: matmul_typed<double>(mb, a, b, out); break;
         default:
             throw DTypeError(std::string("matmul: unsupported dtype ") + dtype_name(a.dtype) +
                              " (float32 and float64 are supported)");

@@ -5,6 +5,13 @@ answers "no" with a reason on a machine without the module, a driver or a GPU.
 """
 from __future__ import annotations
 
+import numpy as np
+
+# Whether float32 matmuls on the GPU may use TF32 tensor cores (inputs rounded to 10-bit mantissas,
+# float32 accumulation): off by default, as torch.backends.cuda.matmul.allow_tf32. Read at every call of
+# layerforge.ops.matmul; set it with `layerforge.cuda.allow_tf32 = True`.
+allow_tf32: bool = False
+
 _module = None
 _import_error: str | None = None
 _tried = False
@@ -66,3 +73,38 @@ def synchronize() -> None:
             cupy.cuda.runtime.deviceSynchronize()
         except ImportError:
             pass
+
+
+# ---------------------------------------------------------------- bfloat16 as uint16 bits
+# cupy has no bfloat16 dtype: bf16 data travels as uint16 arrays holding the bit patterns (the upper half
+# of a float32). These convert either way on numpy or cupy arrays (the result lives where the input does).
+
+def _array_module(x):
+    if hasattr(x, "__cuda_array_interface__"):
+        import cupy
+
+        return cupy, cupy.asarray(x)
+    return np, np.asarray(x)
+
+
+def to_bfloat16_bits(x):
+    """float array -> uint16 array of bfloat16 bit patterns, rounded to nearest even (as torch's
+    ``.to(torch.bfloat16)``); NaN stays a (quiet) NaN, overflow gives inf. float64 / float16 inputs are
+    converted to float32 first."""
+    xp, x = _array_module(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"to_bfloat16_bits: expected a float array, got dtype {x.dtype}")
+    f = xp.ascontiguousarray(x, dtype=xp.float32)
+    u = f.view(xp.uint32)
+    # Round to nearest even on the 16 dropped bits: add 0x7FFF plus the lowest kept bit, then truncate.
+    rounded = (u + (xp.uint32(0x7FFF) + ((u >> xp.uint32(16)) & xp.uint32(1)))) >> xp.uint32(16)
+    quiet_nan = (u >> xp.uint32(16)) | xp.uint32(0x0040)
+    return xp.where(xp.isnan(f), quiet_nan, rounded).astype(xp.uint16)
+
+
+def from_bfloat16_bits(bits):
+    """uint16 array of bfloat16 bit patterns -> float32 array (exact)."""
+    xp, bits = _array_module(bits)
+    if bits.dtype != xp.uint16:
+        raise TypeError(f"from_bfloat16_bits: expected a uint16 array of bfloat16 bits, got dtype {bits.dtype}")
+    return (xp.ascontiguousarray(bits).astype(xp.uint32) << xp.uint32(16)).view(xp.float32)

@@ -21,7 +21,11 @@ FAMILIES: dict[str, str] = {
     "lstm": "layerforge.bench.lstm",
     "attention": "layerforge.bench.attention",
     "nn": "layerforge.bench.nn",
+    "cuda_matmul": "layerforge.bench.cuda_matmul",  # yields no cases without a GPU
 }
+
+# rate = work / seconds / scale; "% peak" (of the measured CPU FMA peak) only for CPU GFLOP/s cases.
+_RATE_SCALE = {"GFLOP/s": 1e9, "GB/s": 1e9, "TFLOP/s": 1e12}  # other units (e.g. steps/s): as counted
 
 
 @dataclass
@@ -33,6 +37,9 @@ class Case:
     unit: str = "GFLOP/s"
     note: str = ""
     extra: dict = field(default_factory=dict)
+    # How to time (ours, peer, rounds) -> time_pair's tuple; None: time_pair (wall clock, CPU work).
+    # GPU cases pass one that times with CUDA events (bench/cuda_timing.py).
+    timer: Callable | None = None
 
 
 def torch_peer():
@@ -141,9 +148,10 @@ def run(families: Iterable[str], json_path: str | None = None, results_path: str
         print(header)
         for case in mod.cases(quick):
             ours, peer, peer_name = case.setup()
-            t_o, t_p, ratio, spread = time_pair(ours, peer, rounds=rounds if not quick else 3)
-            rate = case.work / t_o / (1e9 if case.unit in ("GFLOP/s", "GB/s") else 1.0)
-            pct = 100.0 * rate / info["peak_gflops"] if case.unit == "GFLOP/s" else None
+            timer = case.timer or time_pair
+            t_o, t_p, ratio, spread = timer(ours, peer, rounds=rounds if not quick else 3)
+            rate = case.work / t_o / _RATE_SCALE.get(case.unit, 1.0)
+            pct = 100.0 * rate / info["peak_gflops"] if case.unit == "GFLOP/s" and case.timer is None else None
             row = {
                 "family": fam, "case": case.name, "peer": peer_name, "ours_s": t_o, "peer_s": t_p,
                 "ratio": ratio, "ratio_min": spread[0] if spread else None,
@@ -159,7 +167,8 @@ def run(families: Iterable[str], json_path: str | None = None, results_path: str
             json.dump({"machine": info, "results": rows}, f, indent=1)
         print(f"\nwrote {json_path}")
     if results_path:
-        write_results(results_path, info, rows, families)
+        # Only families that produced rows: a run without a GPU must not blank the GPU sections.
+        write_results(results_path, info, rows, [f for f in families if any(r["family"] == f for r in rows)])
         print(f"wrote {results_path}")
     return rows
 
@@ -171,7 +180,9 @@ def _markdown_section(info: dict, rows: list[dict], fam: str) -> str:
         f"Measured {info['date']} on {info['cpu']}, {info['cores']} cores, CPU path `{info['cpu_path']}`, "
         f"{info['threads']} threads; peak {info['peak_gflops']} GFLOP/s = measured one-core FMA "
         f"throughput {info['peak_gflops_one_core']} GFLOP/s x threads. numpy {info['numpy']}"
-        + (f", torch {info['torch']}" if "torch" in info else "") + ". Command: `python -m layerforge bench "
+        + (f", torch {info['torch']}" if "torch" in info else "")
+        + (f"; GPU {', '.join(info['gpus'])} (GPU cases timed with CUDA events)" if info.get("gpus") else "")
+        + ". Command: `python -m layerforge bench "
         f"{fam} --results bench/RESULTS.md`.",
         "",
         "| case | peer | ours | peer time | peer/ours (min-max) | ours rate | % peak |",

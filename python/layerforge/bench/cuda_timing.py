@@ -1,0 +1,50 @@
+"""Timing GPU work honestly: CUDA events around blocks of calls, not the host clock (a kernel launch
+returns before the kernel has run). Used as `Case.timer` by the GPU benchmark families."""
+from __future__ import annotations
+
+import statistics
+from typing import Callable
+
+
+def _block_seconds(cp, fn: Callable[[], object], n: int) -> float:
+    """Seconds per call of n back-to-back calls of fn, between two events on cupy's current stream."""
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    start.record()
+    for _ in range(n):
+        fn()
+    end.record()
+    end.synchronize()
+    return cp.cuda.get_elapsed_time(start, end) / 1e3 / n
+
+
+def time_pair_cuda(ours: Callable, peer: Callable | None, rounds: int = 7, block_seconds: float = 0.05,
+                   warmup: int = 3):
+    """Median seconds per call of ours and peer, the median of per-round ratios peer/ours and their range
+    (the same tuple as harness.time_pair). After `warmup` calls of each (kernel loading, cuBLAS/cupy
+    plan caches, clocks ramping up), each round times a block of n calls of ours, then n calls of the
+    peer, n chosen so that a block lasts about block_seconds. Both run on the same stream (cupy's
+    current one; torch's default stream is the same legacy stream), so the events bracket exactly the
+    queued work."""
+    import cupy as cp
+
+    for _ in range(warmup):
+        ours()
+        if peer is not None:
+            peer()
+    cp.cuda.Device().synchronize()
+    t = _block_seconds(cp, ours, 1)
+    n = max(1, min(10000, int(block_seconds / max(t, 1e-7))))
+    t_ours, t_peer, ratios = [], [], []
+    for _ in range(rounds):
+        a = _block_seconds(cp, ours, n)
+        t_ours.append(a)
+        if peer is not None:
+            b = _block_seconds(cp, peer, n)
+            t_peer.append(b)
+            ratios.append(b / a)
+    return (
+        statistics.median(t_ours),
+        statistics.median(t_peer) if t_peer else None,
+        statistics.median(ratios) if ratios else None,
+        (min(ratios), max(ratios)) if ratios else None,
+    )
