@@ -21,6 +21,7 @@ FAMILIES: dict[str, str] = {
     "lstm": "layerforge.bench.lstm",
     "attention": "layerforge.bench.attention",
     "nn": "layerforge.bench.nn",
+    "cuda_optim": "layerforge.bench.cuda_optim",  # GPU: fused Adam, layer norm, cross-entropy (no cases without one)
 }
 
 
