@@ -14,6 +14,7 @@ from .tensor import (Tensor, abs, arange, argmax, as_tensor, bool_, cat, clamp, 
                      randn, randn_like, randperm, relu, reshape, sigmoid, softmax, sqrt, squeeze, stack, sum, tanh,
                      tensor, transpose, unsqueeze, where, zeros, zeros_like)
 from .tensor import float as float  # noqa: PLC0414  (torch.float)
+from .tensor import device  # noqa: E402  (torch.device)
 from . import autograd, data, nn, optim  # noqa: E402
 
 try:
@@ -46,4 +47,4 @@ __all__ = ["ops", "cuda", "nn", "optim", "data", "autograd", "get_num_threads", 
            "tanh", "softmax", "matmul", "cat", "stack", "argmax", "exp", "log", "sqrt", "abs", "clamp", "sum",
            "mean", "max", "min", "maximum", "minimum", "flatten", "reshape", "transpose", "permute", "unsqueeze",
            "squeeze", "where", "is_tensor", "numel", "float32", "float64", "int32", "int64", "bool_", "float",
-           "double", "long"]
+           "double", "long", "device"]

@@ -5,7 +5,9 @@ A Tensor produced by an op while grad mode is on and some input requires grad ho
 calls each node's ``backward`` once with the summed gradient of its output, and accumulates the leaves'
 gradients into ``.grad`` (``+=`` across calls, as PyTorch). Each node drops what it saved after its
 backward unless ``retain_graph=True``; a second backward through it raises RuntimeError, as torch.
-Nothing here knows the array library: nodes hold arrays (numpy now, cupy later) and call ``ops``.
+Nothing here knows the array library: nodes hold arrays (numpy or cupy) and call ``ops``; the few array
+calls made here go through ``array_module``. Tensor operands of one op must share a device (RuntimeError
+naming both otherwise, as torch).
 """
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ import threading
 
 import numpy as np
 
+from .ops._common import array_module
+
 _state = threading.local()
+_ndarray = np.ndarray
 
 
 def is_grad_enabled() -> bool:
@@ -78,6 +83,10 @@ class Function:
 
         fn = cls()
         arrays = [a._data if isinstance(a, Tensor) else a for a in args]
+        for a in args:  # the CPU path costs one type check per Tensor operand
+            if isinstance(a, Tensor) and a._data.__class__ is not _ndarray:
+                _check_same_device(cls, args)
+                break
         need = is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
         if need:
             fn.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
@@ -110,6 +119,20 @@ class Function:
         return type(self).__name__
 
 
+def _check_same_device(cls, args):
+    """RuntimeError naming two devices when the Tensor operands of an op live on different devices."""
+    from .tensor import Tensor, _device_mismatch, _device_of
+
+    devices = []
+    for a in args:
+        if isinstance(a, Tensor):
+            d = _device_of(a._data)
+            if d not in devices:
+                devices.append(d)
+    if len(devices) > 1:
+        raise _device_mismatch(cls.__name__.lstrip("_"), devices[0], devices[1])
+
+
 def _topo(root_fn):
     order, seen = [], set()
     stack = [(root_fn, False)]
@@ -131,10 +154,11 @@ def _topo(root_fn):
 def _accumulate_leaf(t, g):
     from .tensor import Tensor
 
+    xp = array_module(g)
     if g.shape != t.shape:
-        g = np.broadcast_to(g, t.shape) if g.size == 1 or g.ndim <= t.ndim else g.reshape(t.shape)
+        g = xp.broadcast_to(g, t.shape) if g.size == 1 or g.ndim <= t.ndim else g.reshape(t.shape)
     if t.grad is None:
-        t.grad = Tensor._wrap(np.array(g, dtype=t._data.dtype, order="C", copy=True))
+        t.grad = Tensor._wrap(xp.array(g, dtype=t._data.dtype, order="C", copy=True))
     else:
         t.grad._data += g
 

@@ -64,15 +64,41 @@ def devices() -> list[dict]:
     return m.devices() if m and device_count() > 0 else []
 
 
-def synchronize() -> None:
-    """Wait for all work on the current device (no-op without one)."""
-    if is_available():
-        try:
-            import cupy
+def _require(what: str) -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"layerforge.cuda.{what}: no GPU is usable here: {reason}")
 
-            cupy.cuda.runtime.deviceSynchronize()
-        except ImportError:
-            pass
+def synchronize(device=None) -> None:
+    """Wait for all work queued on a GPU (the current one by default), as torch.cuda.synchronize.
+    RuntimeError saying why when no GPU is usable."""
+    _require("synchronize()")
+    from .ops._common import cupy_module
+
+    cp = cupy_module()
+    if device is None:
+        cp.cuda.runtime.deviceSynchronize()
+        return
+    index = device if isinstance(device, int) else _device_index(device)
+    with cp.cuda.Device(index):
+        cp.cuda.runtime.deviceSynchronize()
+
+
+def current_device() -> int:
+    """Index of the current GPU (RuntimeError saying why when no GPU is usable)."""
+    _require("current_device()")
+    from .ops._common import cupy_module
+
+    return cupy_module().cuda.runtime.getDevice()
+
+
+def _device_index(device) -> int:
+    from .tensor import device as _device
+
+    d = _device(str(device))
+    if d.type != "cuda":
+        raise ValueError(f"expected a cuda device, got {d!s}")
+    return d.index if d.index is not None else current_device()
 
 
 # ---------------------------------------------------------------- bfloat16 as uint16 bits

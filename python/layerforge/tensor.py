@@ -1,9 +1,15 @@
-"""layerforge.Tensor: an array (numpy now; anything array-API-like such as cupy later) with autograd.
+"""layerforge.Tensor: an array with autograd: a numpy array on the CPU, a cupy array on a GPU.
 
 The array lives in ``Tensor._data``; ``Tensor.data`` is, as in torch, a Tensor sharing it without
 history. Ops are Function nodes (``autograd.py``) whose forward and backward call ``layerforge.ops``
-kernels (GEMM, elementwise, softmax ...) or numpy for cheap glue (reshapes, reductions, indexing).
+kernels (GEMM, elementwise, softmax ...) or the array library for cheap glue (reshapes, reductions,
+indexing). That glue is device-generic: ``xp = array_module(a)`` is numpy or cupy (cupy implements
+numpy's API), resolved by one type check, so the CPU path never imports cupy.
 dtypes: float32 (the default, as torch's), float64, int64 (targets, indices) and bool (comparisons).
+
+Devices as torch: ``Tensor.device`` ('cpu' or 'cuda:N'), ``to(device)``, ``cpu()``, ``cuda()``, factories
+with ``device=``; ops whose Tensor operands live on different devices raise RuntimeError naming both;
+``numpy()`` of a GPU tensor raises TypeError (copy it with ``cpu()`` first).
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import numpy as np
 
 from . import ops
 from .autograd import Function, is_grad_enabled, no_grad, run_backward, unbroadcast
+from .ops._common import array_module, cupy_module, is_cuda_array
 
 float32 = np.dtype(np.float32)
 float64 = np.dtype(np.float64)
@@ -54,26 +61,136 @@ def _as_dtype(dtype):
     return np.dtype(dtype)
 
 
-def _device_of(a) -> str:
-    return "cuda" if hasattr(a, "__cuda_array_interface__") else "cpu"
+class device(str):
+    """A device as torch.device: ``device('cpu')``, ``device('cuda')`` (the current GPU),
+    ``device('cuda:1')`` or ``device('cuda', 1)``. A str subclass ('cpu', 'cuda', 'cuda:1'), so
+    ``t.device == 'cpu'`` works; ``.type`` and ``.index`` (None when not given) as torch."""
+
+    def __new__(cls, spec, index=None):
+        if isinstance(spec, device) and index is None:
+            return spec
+        if not isinstance(spec, str):
+            raise TypeError(f"device(): expected a string such as 'cpu' or 'cuda:0', got {type(spec).__name__}")
+        typ, colon, idx = spec.strip().partition(":")
+        if typ not in ("cpu", "cuda"):
+            raise RuntimeError(f"Expected one of cpu, cuda device type at start of device string: {spec}")
+        if colon:
+            if not idx.isdigit() or index is not None:
+                raise RuntimeError(f"Invalid device string: '{spec}'")
+            index = int(idx)
+        if index is not None:
+            index = int(index)
+            if index < 0 or (typ == "cpu" and index != 0):
+                raise RuntimeError(f"Invalid device: {typ} index {index}")
+        obj = super().__new__(cls, typ if index is None or typ == "cpu" else f"{typ}:{index}")
+        obj._type, obj._index = typ, (None if typ == "cpu" else index)
+        return obj
+
+    @property
+    def type(self) -> str:
+        return self._type
+
+    @property
+    def index(self):
+        return self._index
+
+    def __repr__(self):
+        return f"device(type='{self._type}'" + (f", index={self._index})" if self._index is not None else ")")
 
 
-def _check_device(device):
-    if device is None:
-        return
-    d = str(device)
-    if d == "cpu":
-        return
-    if d.startswith("cuda"):
+_CPU = device("cpu")
+
+
+def _device_of(a) -> device:
+    """The device an array lives on: cpu for numpy, cuda:N for GPU arrays."""
+    if type(a) is np.ndarray or not is_cuda_array(a):
+        return _CPU
+    dev = getattr(a, "device", None)
+    return device("cuda", getattr(dev, "id", 0))
+
+
+def _check_device(spec):
+    """The device `spec` names, or None. A 'cuda' request raises RuntimeError saying why it cannot be served
+    (no CUDA module built, no driver, no GPU, no cupy, no such GPU); anything else but 'cpu' raises too."""
+    if spec is None:
+        return None
+    d = device(spec)
+    if d.type == "cuda":
         from . import cuda
 
         why = cuda.unavailable_reason()
-        raise RuntimeError(
-            f"Tensor.to({d!r}): layerforge Tensors live on the CPU for now: the CUDA backend of the Tensor API "
-            "is not implemented yet" + (f", and no GPU is usable here ({why})" if why else "")
-            + ". Use device='cpu'."
-        )
-    raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+        if why is not None:
+            raise RuntimeError(f"cannot use device '{d}': no GPU is usable here: {why}")
+        cupy_module()  # RuntimeError naming the missing package
+        n = cuda.device_count()
+        if d.index is not None and d.index >= n:
+            raise RuntimeError(f"cannot use device '{d}': CUDA error: invalid device ordinal ({n} GPU(s) here)")
+    return d
+
+
+def _to_device(a, dev: device):
+    """Array `a` on device `dev` (checked by _check_device): the same array when it is already there, else
+    a copy (host -> GPU, GPU -> host, or GPU -> GPU)."""
+    src = _device_of(a)
+    if dev.type == "cpu":
+        return a if src.type == "cpu" else cupy_module().asnumpy(a)
+    cp = cupy_module()
+    index = dev.index if dev.index is not None else cp.cuda.runtime.getDevice()
+    if src.type == "cuda" and src.index == index:
+        return a
+    with cp.cuda.Device(index):
+        return cp.asarray(a) if src.type == "cpu" else cp.array(a, copy=True)
+
+
+def _same_device_array(value, like, op: str):
+    """`value` (a Tensor, an array, a scalar or anything array-like) as an operand of an in-place update of
+    array `like`: scalars as they are, host data copied to like's GPU; a Tensor or GPU array on another
+    device raises RuntimeError naming both devices, as torch."""
+    if isinstance(value, Tensor):
+        v = value._data
+    elif isinstance(value, (bool, int, _builtin_float, np.generic)):
+        return value
+    elif is_cuda_array(value):
+        v = value
+    elif type(like) is np.ndarray:
+        return value  # numpy reads lists, arrays, ... itself
+    else:
+        return array_module(like).asarray(value)
+    if _device_of(v) != _device_of(like):
+        raise _device_mismatch(op, _device_of(like), _device_of(v))
+    return v
+
+
+def _resolved(dev: device) -> device:
+    """dev with its index: 'cuda' is the current GPU."""
+    if dev.type == "cpu" or dev.index is not None:
+        return dev
+    return device("cuda", cupy_module().cuda.runtime.getDevice())
+
+
+def _to_args(args, kwargs):
+    """(device or None, dtype or None) of Tensor.to's forms: to(device), to(dtype), to(device, dtype),
+    to(tensor), device= / dtype= keywords (non_blocking / copy accepted and ignored)."""
+    dev, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    kwargs.pop("non_blocking", None)
+    kwargs.pop("copy", None)
+    if kwargs:
+        raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+    for a in args:
+        if isinstance(a, Tensor):
+            dev, dtype = a.device, a.dtype
+        elif isinstance(a, str) and (a.startswith("cpu") or a.startswith("cuda")):
+            dev = a
+        elif isinstance(a, numbers.Integral) and not isinstance(a, bool):
+            dev = f"cuda:{int(a)}"
+        else:
+            dtype = a
+    return _check_device(dev), dtype
+
+
+def _device_mismatch(op: str, a: device, b: device) -> RuntimeError:
+    return RuntimeError(f"{op}: Expected all tensors to be on the same device, but found at least two devices, "
+                        f"{a} and {b}!")
 
 
 def _shape_arg(shape):
@@ -90,7 +207,7 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         if isinstance(data, Tensor):
             data = data._data
-        a = np.asarray(data, dtype=_as_dtype(dtype))
+        a = _as_array(data, _as_dtype(dtype))
         if dtype is None and a.dtype.kind == "f" and a.dtype != float64 and a.dtype != float32:
             a = a.astype(float32)
         self._data = a
@@ -105,7 +222,7 @@ class Tensor:
     @classmethod
     def _wrap(cls, a, ctx=None, out_index=0):
         t = object.__new__(cls)
-        t._data = a if isinstance(a, np.ndarray) else np.asarray(a)
+        t._data = a if isinstance(a, np.ndarray) else _as_array(a, None)
         t.grad = None
         t._ctx = ctx
         t._out_index = out_index
@@ -126,8 +243,12 @@ class Tensor:
         return self._data.dtype
 
     @property
-    def device(self) -> str:
+    def device(self) -> device:
         return _device_of(self._data)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self._data.__class__ is not np.ndarray and is_cuda_array(self._data)
 
     @property
     def ndim(self) -> int:
@@ -158,7 +279,7 @@ class Tensor:
 
     @data.setter
     def data(self, value):
-        self._data = value._data if isinstance(value, Tensor) else np.asarray(value)
+        self._data = value._data if isinstance(value, Tensor) else _as_array(value, None)
 
     def requires_grad_(self, requires_grad: bool = True):
         if requires_grad and self._data.dtype.kind != "f":
@@ -173,19 +294,26 @@ class Tensor:
             self._retains_grad = True
 
     # ---- conversion ---------------------------------------------------------------------------------
+    def _host_only(self, what):
+        if type(self._data) is not np.ndarray:
+            raise TypeError(f"can't convert {self.device} device type tensor to {what}. Use Tensor.cpu() to copy "
+                            "the tensor to host memory first.")
+
     def numpy(self) -> np.ndarray:
+        self._host_only("numpy")
         if self.requires_grad and is_grad_enabled():
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
         return self._data
 
     def __array__(self, dtype=None, copy=None):
+        self._host_only("numpy")
         a = self._data
         return a.astype(dtype) if dtype is not None and a.dtype != dtype else a
 
     def item(self):
         if self._data.size != 1:
             raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to a Python scalar")
-        return self._data.reshape(()).item()
+        return self._data.reshape(()).item()  # on a GPU: a device-to-host copy (synchronises)
 
     def tolist(self):
         return self._data.tolist()
@@ -205,23 +333,23 @@ class Tensor:
         return self
 
     def to(self, *args, **kwargs):
-        device = kwargs.pop("device", None)
-        dtype = kwargs.pop("dtype", None)
-        for a in args:
-            if isinstance(a, str) and (a == "cpu" or a.startswith("cuda")):
-                device = a
-            else:
-                dtype = a
-        _check_device(device)
+        """to(device), to(dtype), to(device, dtype), to(other_tensor), keywords device= / dtype= (torch's
+        forms). Returns self when nothing changes; a move is differentiable (the gradient moves back)."""
+        dev, dtype = _to_args(args, kwargs)
+        t = self
+        if dev is not None and _device_of(self._data) != _resolved(dev):
+            t = _ToDevice.apply(self, dev)
         if dtype is not None:
-            return self.type(dtype)
-        return self
+            t = t.type(dtype)
+        return t
 
     def cpu(self):
-        return self
+        return self if type(self._data) is np.ndarray else self.to("cpu")
 
     def cuda(self, device=None):
-        _check_device("cuda")
+        if isinstance(device, numbers.Integral):
+            return self.to(f"cuda:{int(device)}")
+        return self.to(device or "cuda")
 
     def type(self, dtype):
         dt = _as_dtype(dtype)
@@ -245,8 +373,11 @@ class Tensor:
         return self.type(bool_)
 
     def __repr__(self):
-        body = np.array2string(self._data, separator=", ", prefix="tensor(")
+        host = self._data if type(self._data) is np.ndarray else cupy_module().asnumpy(self._data)
+        body = np.array2string(host, separator=", ", prefix="tensor(")
         extra = ""
+        if host is not self._data:
+            extra += f", device='{self.device}'"
         if self._data.dtype not in (float32, int64, bool_):
             extra += f", dtype={self._data.dtype}"
         if self._ctx is not None:
@@ -284,9 +415,11 @@ class Tensor:
                     f"grad can be implicitly created only for scalar outputs (this tensor has shape "
                     f"{tuple(self.shape)}); pass gradient= to backward()"
                 )
-            g = np.ones(self.shape, dtype=self._data.dtype)
+            g = array_module(self._data).ones(self.shape, dtype=self._data.dtype)
         else:
-            g = gradient._data if isinstance(gradient, Tensor) else np.asarray(gradient, dtype=self._data.dtype)
+            g = _same_device_array(gradient, self._data, "backward")
+            if not isinstance(gradient, Tensor):
+                g = array_module(self._data).asarray(g, dtype=self._data.dtype)
             if g.shape != self.shape:
                 raise RuntimeError(f"backward: gradient has shape {g.shape}, expected {self.shape}")
         run_backward(self, g, bool(retain_graph))
@@ -307,13 +440,18 @@ class Tensor:
         return self
 
     def copy_(self, src):
+        """Copy src's values into self; as torch, src may live on another device (the copy moves them)."""
         self._check_inplace()
-        self._data[...] = src._data if isinstance(src, Tensor) else np.asarray(src)
+        v = src._data if isinstance(src, Tensor) else src
+        dst = _device_of(self._data)
+        if dst.type == "cuda" or is_cuda_array(v):
+            v = _to_device(v if is_cuda_array(v) else np.asarray(v), dst)
+        self._data[...] = v
         return self
 
     def add_(self, other, alpha=1):
         self._check_inplace()
-        o = other._data if isinstance(other, Tensor) else other
+        o = _same_device_array(other, self._data, "add_")
         self._data += o * alpha if alpha != 1 else o
         return self
 
@@ -322,22 +460,24 @@ class Tensor:
 
     def mul_(self, other):
         self._check_inplace()
-        self._data *= other._data if isinstance(other, Tensor) else other
+        self._data *= _same_device_array(other, self._data, "mul_")
         return self
 
     def div_(self, other):
         self._check_inplace()
-        self._data /= other._data if isinstance(other, Tensor) else other
+        self._data /= _same_device_array(other, self._data, "div_")
         return self
 
+    # Random fills draw from layerforge's (host) generator on every device, so a seeded GPU model starts
+    # from the same values as the CPU one; the values are then copied to the tensor's device.
     def uniform_(self, a=0.0, b=1.0):
         self._check_inplace()
-        self._data[...] = _rng.uniform(a, b, self.shape)
+        self._data[...] = _same_device_array(_rng.uniform(a, b, self.shape), self._data, "uniform_")
         return self
 
     def normal_(self, mean=0.0, std=1.0):
         self._check_inplace()
-        self._data[...] = _rng.normal(mean, std, self.shape)
+        self._data[...] = _same_device_array(_rng.normal(mean, std, self.shape), self._data, "normal_")
         return self
 
     # ---- arithmetic --------------------------------------------------------------------------------
@@ -388,57 +528,58 @@ class Tensor:
     def __iadd__(self, o):
         if self.requires_grad:
             return self + o
-        self._data += o._data if isinstance(o, Tensor) else o
+        self._data += _same_device_array(o, self._data, "add_")
         return self
 
     def __isub__(self, o):
         if self.requires_grad:
             return self - o
-        self._data -= o._data if isinstance(o, Tensor) else o
+        self._data -= _same_device_array(o, self._data, "sub_")
         return self
 
     def __imul__(self, o):
         if self.requires_grad:
             return self * o
-        self._data *= o._data if isinstance(o, Tensor) else o
+        self._data *= _same_device_array(o, self._data, "mul_")
         return self
 
     def __itruediv__(self, o):
         if self.requires_grad:
             return self / o
-        self._data /= o._data if isinstance(o, Tensor) else o
+        self._data /= _same_device_array(o, self._data, "div_")
         return self
 
-    # comparisons: bool tensors, no graph
+    # comparisons: bool tensors, no graph; f names the numpy/cupy function
     def _cmp(self, o, f):
-        return Tensor._wrap(f(self._data, o._data if isinstance(o, Tensor) else o))
+        a = self._data
+        return Tensor._wrap(getattr(array_module(a), f)(a, _same_device_array(o, a, f)))
 
     def __eq__(self, o):
-        return self._cmp(o, np.equal)
+        return self._cmp(o, "equal")
 
     def __ne__(self, o):
-        return self._cmp(o, np.not_equal)
+        return self._cmp(o, "not_equal")
 
     def __lt__(self, o):
-        return self._cmp(o, np.less)
+        return self._cmp(o, "less")
 
     def __le__(self, o):
-        return self._cmp(o, np.less_equal)
+        return self._cmp(o, "less_equal")
 
     def __gt__(self, o):
-        return self._cmp(o, np.greater)
+        return self._cmp(o, "greater")
 
     def __ge__(self, o):
-        return self._cmp(o, np.greater_equal)
+        return self._cmp(o, "greater_equal")
 
     def __invert__(self):
         return Tensor._wrap(~self._data)
 
     def __and__(self, o):
-        return self._cmp(o, np.logical_and if self._data.dtype == bool_ else np.bitwise_and)
+        return self._cmp(o, "logical_and" if self._data.dtype == bool_ else "bitwise_and")
 
     def __or__(self, o):
-        return self._cmp(o, np.logical_or if self._data.dtype == bool_ else np.bitwise_or)
+        return self._cmp(o, "logical_or" if self._data.dtype == bool_ else "bitwise_or")
 
     # ---- elementwise math ---------------------------------------------------------------------------
     def exp(self):
@@ -511,9 +652,7 @@ class Tensor:
         return argmax(self, dim, keepdim)
 
     def argmin(self, dim=None, keepdim=False):
-        if dim is None:
-            return Tensor._wrap(np.asarray(np.argmin(self._data), dtype=int64))
-        return Tensor._wrap(np.argmin(self._data, axis=dim, keepdims=keepdim).astype(int64, copy=False))
+        return _argminmax(self, dim, keepdim, "argmin")
 
     # ---- shape ----------------------------------------------------------------------------------------
     def reshape(self, *shape):
@@ -577,12 +716,12 @@ class Tensor:
         return _Reshape.apply(self, shp)
 
     def __getitem__(self, idx):
-        return _Index.apply(self, _index_arg(idx))
+        return _Index.apply(self, _index_arg(idx, self._data))
 
     def __setitem__(self, idx, value):
         if self.requires_grad and is_grad_enabled():
             raise RuntimeError("in-place assignment into a Tensor that requires grad is not supported by layerforge")
-        self._data[_index_arg(idx)] = value._data if isinstance(value, Tensor) else value
+        self._data[_index_arg(idx, self._data)] = _same_device_array(value, self._data, "index_put_")
 
     def __iter__(self):
         for i in range(len(self)):
@@ -592,28 +731,49 @@ class Tensor:
 Tensor.__module__ = "layerforge"
 
 
-def _index_arg(idx):
-    if isinstance(idx, Tensor):
-        return idx._data
+def _index_arg(idx, data):
+    """An index for data: Tensors as their arrays, lists as arrays. As torch, a GPU tensor takes host
+    indices (copied to its device); a CPU tensor indexed by GPU indices raises RuntimeError."""
+    gpu = type(data) is not np.ndarray
     if isinstance(idx, tuple):
-        return tuple(i._data if isinstance(i, Tensor) else i for i in idx)
-    if isinstance(idx, list):
-        return np.asarray(idx)
-    return idx
+        return tuple(_index_item(i, data, gpu) for i in idx)
+    return _index_item(idx, data, gpu)
+
+
+def _index_item(i, data, gpu):
+    if isinstance(i, Tensor):
+        i = i._data
+    elif isinstance(i, list):
+        i = np.asarray(i)
+    if gpu:
+        if isinstance(i, np.ndarray):
+            return array_module(data).asarray(i)
+    elif is_cuda_array(i):
+        raise RuntimeError("indices should be either on cpu or on the same device as the indexed tensor (cpu)")
+    return i
+
+
+def _scalar_array(xp, value, dtype):
+    """A 0-d array holding a Python scalar, on numpy or the GPU (cupy.full: no host-to-device copy)."""
+    return np.asarray(value, dtype=dtype) if xp is np else xp.full((), value, dtype=dtype)
 
 
 def _operand(o, like: Tensor, true_div=False):
-    """A Python scalar / array as a Tensor of a dtype that follows torch's promotion for scalars."""
+    """A Python scalar / array as a Tensor on like's device, of a dtype that follows torch's promotion for
+    scalars."""
     if isinstance(o, Tensor):
         return o
     dt = like._data.dtype
+    xp = array_module(like._data)
     if isinstance(o, (bool, numbers.Integral)) and not true_div:
-        return Tensor._wrap(np.asarray(o, dtype=dt if dt != bool_ else int64))
+        return Tensor._wrap(_scalar_array(xp, o, dt if dt != bool_ else int64))
     if isinstance(o, numbers.Number):
-        return Tensor._wrap(np.asarray(o, dtype=dt if dt.kind == "f" else float32))
-    a = np.asarray(o)
+        return Tensor._wrap(_scalar_array(xp, o, dt if dt.kind == "f" else float32))
+    a = o if is_cuda_array(o) else np.asarray(o)
     if a.dtype.kind == "f" and a.dtype != dt and dt.kind == "f":
         a = a.astype(np.result_type(a.dtype, dt))
+    if xp is not np and not is_cuda_array(a):
+        a = xp.asarray(a)
     return Tensor._wrap(a)
 
 
@@ -645,6 +805,17 @@ def _promote(a, b):
 
 
 # ---- Functions -------------------------------------------------------------------------------------------
+class _ToDevice(Function):
+    """A copy to another device; the gradient is copied back (as torch's to())."""
+
+    def forward(self, a, dev):
+        self.src = _device_of(a)
+        return _to_device(a, dev)
+
+    def backward(self, g):
+        return _to_device(g, self.src), None
+
+
 class _Cast(Function):
     def forward(self, a, dt):
         self.src = a.dtype
@@ -728,14 +899,14 @@ class _Pow(Function):
         if e == 2:
             return a * a
         if e == 0.5:
-            return np.sqrt(a)
-        return a ** np.asarray(e, dtype=a.dtype) if a.dtype.kind == "f" else a ** e
+            return array_module(a).sqrt(a)
+        return a ** a.dtype.type(e) if a.dtype.kind == "f" else a ** e
 
     def backward(self, g):
         a, e = self.a, self.e
         if e == 2:
             return g * (2 * a), None
-        return g * (e * a ** np.asarray(e - 1, dtype=a.dtype)), None
+        return g * (e * a ** a.dtype.type(e - 1)), None
 
 
 class _PowT(Function):
@@ -751,15 +922,16 @@ class _PowT(Function):
         ga = unbroadcast(g * b * a ** (b - 1), a.shape) if n[0] else None
         gb = None
         if n[1]:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                la = np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0)
+            xp = array_module(a)
+            with np.errstate(divide="ignore", invalid="ignore"):  # numpy's warnings; cupy has none
+                la = xp.where(a > 0, xp.log(xp.where(a > 0, a, 1)), 0)
             gb = unbroadcast(g * self.y * la, b.shape)
         return ga, gb
 
 
 class _Exp(Function):
     def forward(self, a):
-        self.y = np.exp(a)
+        self.y = array_module(a).exp(a)
         return self.y
 
     def backward(self, g):
@@ -769,7 +941,7 @@ class _Exp(Function):
 class _Log(Function):
     def forward(self, a):
         self.a = a
-        return np.log(a)
+        return array_module(a).log(a)
 
     def backward(self, g):
         return g / self.a
@@ -778,19 +950,19 @@ class _Log(Function):
 class _Abs(Function):
     def forward(self, a):
         self.a = a
-        return np.abs(a)
+        return array_module(a).abs(a)
 
     def backward(self, g):
-        return g * np.sign(self.a)
+        return g * array_module(g).sign(self.a)
 
 
 class _Clamp(Function):
     def forward(self, a, lo, hi):
         self.a, self.lo, self.hi = a, lo, hi
-        return np.clip(a, lo, hi)
+        return array_module(a).clip(a, lo, hi)
 
     def backward(self, g):
-        m = np.ones(self.a.shape, dtype=bool)
+        m = array_module(g).ones(self.a.shape, dtype=bool)
         if self.lo is not None:
             m &= self.a >= self.lo
         if self.hi is not None:
@@ -803,7 +975,8 @@ class _Maximum(Function):
         a, b = _promote(a, b)
         self.m = (a >= b) if is_max else (a <= b)
         self.sa, self.sb = a.shape, b.shape
-        return np.maximum(a, b) if is_max else np.minimum(a, b)
+        xp = array_module(a)
+        return xp.maximum(a, b) if is_max else xp.minimum(a, b)
 
     def backward(self, g):
         n = self.needs_input_grad
@@ -814,51 +987,56 @@ class _Maximum(Function):
 class _Sum(Function):
     def forward(self, a, axes, keepdim):
         self.shape, self.axes, self.keep = a.shape, axes, keepdim
-        return np.asarray(a.sum(axis=axes, keepdims=keepdim))
+        return array_module(a).asarray(a.sum(axis=axes, keepdims=keepdim))
 
     def backward(self, g):
+        xp = array_module(g)
         if not self.keep and self.axes is not None:
-            g = np.expand_dims(g, self.axes)
-        return np.broadcast_to(g, self.shape), None, None
+            g = xp.expand_dims(g, self.axes)
+        return xp.broadcast_to(g, self.shape), None, None
 
 
 class _Mean(Function):
     def forward(self, a, axes, keepdim):
         self.shape, self.axes, self.keep = a.shape, axes, keepdim
         self.n = a.size if axes is None else int(np.prod([a.shape[i] for i in axes]))
-        return np.asarray(a.mean(axis=axes, keepdims=keepdim), dtype=a.dtype)
+        return array_module(a).asarray(a.mean(axis=axes, keepdims=keepdim), dtype=a.dtype)
 
     def backward(self, g):
+        xp = array_module(g)
         if not self.keep and self.axes is not None:
-            g = np.expand_dims(g, self.axes)
-        return np.broadcast_to(g / g.dtype.type(self.n) if self.n else g, self.shape), None, None
+            g = xp.expand_dims(g, self.axes)
+        return xp.broadcast_to(g / g.dtype.type(self.n) if self.n else g, self.shape), None, None
 
 
 class _MaxAll(Function):
     def forward(self, a, is_max):
         if a.size == 0:
             raise RuntimeError("max(): Expected reduction dim to be specified for input.numel() == 0.")
+        xp = array_module(a)
         y = a.max() if is_max else a.min()
-        self.mask = a == y if not np.isnan(y) else np.isnan(a)
-        return np.asarray(y)
+        self.mask = a == y if not bool(xp.isnan(y)) else xp.isnan(a)  # one readback on a GPU
+        return xp.asarray(y)
 
     def backward(self, g):
         m = self.mask
-        return g * m / np.asarray(m.sum(), dtype=g.dtype), None  # evenly among ties, as torch
+        return g * m / array_module(g).asarray(m.sum(), dtype=g.dtype), None  # evenly among ties, as torch
 
 
 class _MaxDim(Function):
     def forward(self, a, dim, keepdim, idx):
         self.shape, self.dim, self.keep, self.idx = a.shape, dim, keepdim, idx
-        return np.take_along_axis(a, np.expand_dims(idx, dim), axis=dim).squeeze(dim) if not keepdim else \
-            np.take_along_axis(a, idx, axis=dim)
+        xp = array_module(a)
+        return xp.take_along_axis(a, xp.expand_dims(idx, dim), axis=dim).squeeze(dim) if not keepdim else \
+            xp.take_along_axis(a, idx, axis=dim)
 
     def backward(self, g):
-        idx = self.idx if self.keep else np.expand_dims(self.idx, self.dim)
+        xp = array_module(g)
+        idx = self.idx if self.keep else xp.expand_dims(self.idx, self.dim)
         if not self.keep:
-            g = np.expand_dims(g, self.dim)
-        out = np.zeros(self.shape, dtype=g.dtype)
-        np.put_along_axis(out, idx, g, axis=self.dim)
+            g = xp.expand_dims(g, self.dim)
+        out = xp.zeros(self.shape, dtype=g.dtype)
+        xp.put_along_axis(out, idx, g, axis=self.dim)
         return out, None, None, None
 
 
@@ -869,20 +1047,21 @@ def _minmax(t, dim, keepdim, is_max):
     if dim is None:
         return _MaxAll.apply(t, is_max)
     d = _axes(dim, t.ndim)
-    if d is None:
-        return _minmax_result(_MaxAll.apply(t, is_max), Tensor._wrap(np.asarray(0, dtype=int64)))
-    d = d[0]
     a = t._data
-    if a.dtype.kind == "f" and np.isnan(a).any():  # NaN wins, as torch
-        idx = np.argmax(np.isnan(a), axis=d) if True else None
-        nanrow = np.isnan(a).any(axis=d)
-        idx2 = np.argmax(a, axis=d) if is_max else np.argmin(a, axis=d)
-        idx = np.where(nanrow, idx, idx2)
+    xp = array_module(a)
+    if d is None:
+        return _minmax_result(_MaxAll.apply(t, is_max), Tensor._wrap(_scalar_array(xp, 0, int64)))
+    d = d[0]
+    if a.dtype.kind == "f" and bool(xp.isnan(a).any()):  # NaN wins, as torch
+        idx = xp.argmax(xp.isnan(a), axis=d)
+        nanrow = xp.isnan(a).any(axis=d)
+        idx2 = xp.argmax(a, axis=d) if is_max else xp.argmin(a, axis=d)
+        idx = xp.where(nanrow, idx, idx2)
     else:
-        idx = np.argmax(a, axis=d) if is_max else np.argmin(a, axis=d)
+        idx = xp.argmax(a, axis=d) if is_max else xp.argmin(a, axis=d)
     idx = idx.astype(int64, copy=False)
     if keepdim:
-        idx = np.expand_dims(idx, d)
+        idx = xp.expand_dims(idx, d)
     values = _MaxDim.apply(t, d, keepdim, idx)
     return _minmax_result(values, Tensor._wrap(idx))
 
@@ -902,7 +1081,7 @@ class _Reshape(Function):
 class _Expand(Function):
     def forward(self, a, shape):
         self.shape = a.shape
-        return np.broadcast_to(a, shape)
+        return array_module(a).broadcast_to(a, shape)
 
     def backward(self, g):
         return unbroadcast(g, self.shape), None
@@ -910,7 +1089,7 @@ class _Expand(Function):
 
 class _Permute(Function):
     def forward(self, a, perm):
-        self.inv = tuple(np.argsort(perm))
+        self.inv = tuple(int(i) for i in np.argsort(perm))
         return a.transpose(perm)
 
     def backward(self, g):
@@ -931,11 +1110,12 @@ class _Index(Function):
             raise IndexError(str(e)) from None
 
     def backward(self, g):
-        out = np.zeros(self.shape, dtype=g.dtype)
+        xp = array_module(g)
+        out = xp.zeros(self.shape, dtype=g.dtype)
         if _is_basic(self.idx):
             out[self.idx] = g
         else:
-            np.add.at(out, self.idx, g)  # repeated indices add up (scatter-add)
+            xp.add.at(out, self.idx, g)  # repeated indices add up (scatter-add; atomics on a GPU)
         return out, None
 
 
@@ -943,22 +1123,22 @@ class _Cat(Function):
     def forward(self, *arrays, dim=0):
         self.sizes = [a.shape[dim] for a in arrays]
         self.dim = dim
-        dt = np.result_type(*arrays)
-        return np.concatenate([a.astype(dt, copy=False) for a in arrays], axis=dim)
+        dt = np.result_type(*(a.dtype for a in arrays))
+        return array_module(arrays[0]).concatenate([a.astype(dt, copy=False) for a in arrays], axis=dim)
 
     def backward(self, g):
-        splits = np.cumsum(self.sizes)[:-1]
-        return tuple(np.split(g, splits, axis=self.dim))
+        splits = [int(v) for v in np.cumsum(self.sizes)[:-1]]
+        return tuple(array_module(g).split(g, splits, axis=self.dim))
 
 
 class _Stack(Function):
     def forward(self, *arrays, dim=0):
         self.dim = dim
         self.n = len(arrays)
-        return np.stack(arrays, axis=dim)
+        return array_module(arrays[0]).stack(arrays, axis=dim)
 
     def backward(self, g):
-        return tuple(np.take(g, i, axis=self.dim) for i in range(self.n))
+        return tuple(array_module(g).take(g, i, axis=self.dim) for i in range(self.n))
 
 
 class _MatMul(Function):
@@ -978,9 +1158,9 @@ class _MatMul(Function):
             g2 = g2[..., None, :]
         ga = gb = None
         if n[0]:
-            ga = unbroadcast(ops.matmul(g2, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
+            ga = unbroadcast(ops.matmul(g2, b2.swapaxes(-1, -2)), a2.shape).reshape(a.shape)
         if n[1]:
-            gb = unbroadcast(ops.matmul(np.swapaxes(a2, -1, -2), g2), b2.shape).reshape(b.shape)
+            gb = unbroadcast(ops.matmul(a2.swapaxes(-1, -2), g2), b2.shape).reshape(b.shape)
         return ga, gb
 
 
@@ -1014,10 +1194,17 @@ def _t(x):
 
 def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A new Tensor from data (copied). numpy float64 arrays stay float64; Python floats become float32,
-    Python ints int64, as torch."""
-    _check_device(device)
+    Python ints int64, as torch. device=None keeps a GPU array's or Tensor's device, else the CPU."""
+    dev = _check_device(device)
     if isinstance(data, Tensor):
         data = data._data
+    if is_cuda_array(data):
+        a = cupy_module().array(data, dtype=_as_dtype(dtype), copy=True)
+        if dtype is None and a.dtype.kind == "f" and a.dtype not in (float32, float64):
+            a = a.astype(float32)
+        if dev is not None:
+            a = _to_device(a, dev)
+        return Tensor(a, requires_grad=requires_grad)
     a = np.array(data, dtype=_as_dtype(dtype), copy=True)
     if dtype is None:
         if a.dtype.kind == "f" and not isinstance(data, np.ndarray) and not isinstance(data, np.generic):
@@ -1026,6 +1213,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
             a = a.astype(float32)
         elif a.dtype.kind in "iu" and a.dtype != int64 and not isinstance(data, np.ndarray):
             a = a.astype(int64)
+    if dev is not None and dev.type == "cuda":
+        a = _to_device(a, dev)
     return Tensor(a, requires_grad=requires_grad)
 
 
@@ -1035,93 +1224,121 @@ def from_numpy(a: np.ndarray) -> Tensor:
 
 
 def as_tensor(data, dtype=None, device=None) -> Tensor:
-    _check_device(device)
+    """data as a Tensor without a copy where possible (numpy arrays, GPU arrays, Tensors), moved to
+    `device` when given."""
+    dev = _check_device(device)
     if isinstance(data, Tensor):
-        return data.type(dtype) if dtype is not None else data
-    return Tensor._wrap(np.asarray(data, dtype=_as_dtype(dtype)))
+        t = data.type(dtype) if dtype is not None else data
+        return t.to(dev) if dev is not None else t
+    a = _as_array(data, _as_dtype(dtype))
+    return Tensor._wrap(_to_device(a, dev) if dev is not None else a)
 
 
-def _factory(f, shape, dtype, requires_grad, device):
-    _check_device(device)
-    t = Tensor._wrap(f(_shape_arg(shape), _as_dtype(dtype) or float32))
+def _as_array(data, dtype):
+    """data as an array without a copy where possible: GPU arrays (anything with __cuda_array_interface__)
+    as cupy arrays on their device, everything else through numpy."""
+    if is_cuda_array(data):
+        return cupy_module().asarray(data, dtype=dtype)
+    return np.asarray(data, dtype=dtype)
+
+
+def _factory(make, shape, dtype, requires_grad, device, host_only=False):
+    """A new Tensor from make(xp, shape, dtype): built by cupy on the GPU for device='cuda...', or by numpy
+    (host_only: random draws from layerforge's generator, the same values on every device) and copied."""
+    dev = _check_device(device)
+    shp, dt = _shape_arg(shape), _as_dtype(dtype) or float32
+    if dev is not None and dev.type == "cuda" and not host_only:
+        cp = cupy_module()
+        with cp.cuda.Device(_resolved(dev).index):
+            a = make(cp, shp, dt)
+    else:
+        a = make(np, shp, dt)
+        if dev is not None and dev.type == "cuda":
+            a = _to_device(a, dev)
+    t = Tensor._wrap(a)
     if requires_grad:
         t.requires_grad_(True)
     return t
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _factory(np.zeros, shape, dtype, requires_grad, device)
+    return _factory(lambda xp, s, d: xp.zeros(s, d), shape, dtype, requires_grad, device)
 
 
 def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _factory(np.ones, shape, dtype, requires_grad, device)
+    return _factory(lambda xp, s, d: xp.ones(s, d), shape, dtype, requires_grad, device)
 
 
 def empty(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _factory(np.zeros, shape, dtype, requires_grad, device)
+    return _factory(lambda xp, s, d: xp.zeros(s, d), shape, dtype, requires_grad, device)
 
 
 def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _factory(lambda s, d: np.full(s, fill_value, d), (shape,), dtype, requires_grad, device)
+    return _factory(lambda xp, s, d: xp.full(s, fill_value, d), (shape,), dtype, requires_grad, device)
 
 
 def randn(*shape, dtype=None, device=None, requires_grad=False, generator=None) -> Tensor:
     g = generator or _rng
-    return _factory(lambda s, d: g.standard_normal(s).astype(d), shape, dtype, requires_grad, device)
+    return _factory(lambda xp, s, d: g.standard_normal(s).astype(d), shape, dtype, requires_grad, device, True)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False, generator=None) -> Tensor:
     g = generator or _rng
-    return _factory(lambda s, d: g.random(s).astype(d), shape, dtype, requires_grad, device)
+    return _factory(lambda xp, s, d: g.random(s).astype(d), shape, dtype, requires_grad, device, True)
 
 
 def randint(low, high=None, size=(), dtype=None, device=None, generator=None) -> Tensor:
     if high is None:
         low, high = 0, low
     g = generator or _rng
-    _check_device(device)
-    return Tensor._wrap(g.integers(low, high, size=tuple(size)).astype(_as_dtype(dtype) or int64))
+    return _factory(lambda xp, s, d: g.integers(low, high, size=s).astype(d), (tuple(size),), dtype or int64,
+                    False, device, True)
 
 
 def randperm(n, dtype=None, device=None, generator=None) -> Tensor:
     g = generator or _rng
-    _check_device(device)
-    return Tensor._wrap(g.permutation(int(n)).astype(_as_dtype(dtype) or int64))
+    return _factory(lambda xp, s, d: g.permutation(int(n)).astype(d), (), dtype or int64, False, device, True)
 
 
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False) -> Tensor:
-    _check_device(device)
     if end is None:
         start, end = 0, start
     dt = _as_dtype(dtype)
     if dt is None:
         dt = int64 if all(isinstance(v, numbers.Integral) for v in (start, end, step)) else float32
-    t = Tensor._wrap(np.arange(start, end, step, dtype=dt))
-    if requires_grad:
-        t.requires_grad_(True)
-    return t
+    return _factory(lambda xp, s, d: xp.arange(start, end, step, dtype=d), (), dt, requires_grad, device)
 
 
-def zeros_like(t, dtype=None, requires_grad=False) -> Tensor:
-    return zeros(*np.shape(t._data if isinstance(t, Tensor) else t), dtype=dtype or _dtype_of(t),
-                 requires_grad=requires_grad)
+def _like_args(t, dtype, device):
+    """(shape, dtype, device) of a *_like factory: t's unless given (t: a Tensor or an array)."""
+    a = t._data if isinstance(t, Tensor) else t
+    return np.shape(a) if not is_cuda_array(a) else a.shape, dtype or _dtype_of(t), device or _device_of(a)
 
 
-def ones_like(t, dtype=None, requires_grad=False) -> Tensor:
-    return ones(*np.shape(t._data if isinstance(t, Tensor) else t), dtype=dtype or _dtype_of(t),
-                requires_grad=requires_grad)
+def zeros_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    shape, dt, dev = _like_args(t, dtype, device)
+    return zeros(*shape, dtype=dt, device=dev, requires_grad=requires_grad)
 
 
-def randn_like(t, dtype=None, requires_grad=False) -> Tensor:
-    return randn(*t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+def ones_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    shape, dt, dev = _like_args(t, dtype, device)
+    return ones(*shape, dtype=dt, device=dev, requires_grad=requires_grad)
 
 
-def rand_like(t, dtype=None, requires_grad=False) -> Tensor:
-    return rand(*t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+def randn_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    shape, dt, dev = _like_args(t, dtype, device)
+    return randn(*shape, dtype=dt, device=dev, requires_grad=requires_grad)
+
+
+def rand_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    shape, dt, dev = _like_args(t, dtype, device)
+    return rand(*shape, dtype=dt, device=dev, requires_grad=requires_grad)
 
 
 def _dtype_of(t):
-    return t._data.dtype if isinstance(t, Tensor) else np.asarray(t).dtype
+    if isinstance(t, Tensor):
+        return t._data.dtype
+    return t.dtype if is_cuda_array(t) else np.asarray(t).dtype
 
 
 def matmul(a, b) -> Tensor:
@@ -1192,11 +1409,17 @@ def min(x, dim=None, keepdim=False):  # noqa: A001
     return _t(x).min(dim, keepdim)
 
 
-def argmax(x, dim=None, keepdim=False) -> Tensor:
+def _argminmax(x, dim, keepdim, name):
     a = _t(x)._data
+    xp = array_module(a)
+    f = getattr(xp, name)
     if dim is None:
-        return Tensor._wrap(np.asarray(np.argmax(a), dtype=int64))
-    return Tensor._wrap(np.argmax(a, axis=dim, keepdims=keepdim).astype(int64, copy=False))
+        return Tensor._wrap(xp.asarray(f(a), dtype=int64))
+    return Tensor._wrap(f(a, axis=dim, keepdims=keepdim).astype(int64, copy=False))
+
+
+def argmax(x, dim=None, keepdim=False) -> Tensor:
+    return _argminmax(x, dim, keepdim, "argmax")
 
 
 def flatten(x, start_dim=0, end_dim=-1) -> Tensor:
@@ -1267,20 +1490,21 @@ class _Where(Function):
     def forward(self, c, a, b):
         a, b = _promote(a, b)
         self.c, self.sa, self.sb = c, a.shape, b.shape
-        return np.where(c, a, b)
+        return array_module(a).where(c, a, b)
 
     def backward(self, g):
         n = self.needs_input_grad
-        z = np.zeros((), g.dtype)
-        return (None, unbroadcast(np.where(self.c, g, z), self.sa) if n[1] else None,
-                unbroadcast(np.where(self.c, z, g), self.sb) if n[2] else None)
+        xp = array_module(g)
+        z = xp.zeros((), g.dtype)
+        return (None, unbroadcast(xp.where(self.c, g, z), self.sa) if n[1] else None,
+                unbroadcast(xp.where(self.c, z, g), self.sb) if n[2] else None)
 
 
 def where(cond, a, b) -> Tensor:
-    c = cond._data if isinstance(cond, Tensor) else np.asarray(cond)
     a = _t(a) if not isinstance(a, numbers.Number) else _operand(a, _t(b))
     b = _t(b) if not isinstance(b, numbers.Number) else _operand(b, a)
-    return _Where.apply(c.astype(bool), a, b)
+    c = _same_device_array(cond, a._data, "where")  # a cond Tensor on another device raises
+    return _Where.apply(array_module(a._data).asarray(c).astype(bool), a, b)
 
 
 def is_tensor(x) -> bool:

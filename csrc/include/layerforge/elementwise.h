@@ -49,4 +49,42 @@ void layer_norm_backward(const View& grad_y, const View& x, const View& mean, co
                          const View* weight, const View& grad_x, const View* grad_weight,
                          const View* grad_bias);
 
+namespace cuda {
+
+// The same operations on the GPU (csrc/cuda/elementwise.cu): the same semantics, validation and errors as
+// the CPU functions above; every view is device memory on the current device, C-contiguous; kernels run
+// on `stream` (a cudaStream_t; nullptr = the legacy default stream) and nothing synchronizes the host.
+// Reductions along the last dim run one warp per row (C <= 1024) or one block per row, with an online
+// max/sum for softmax and cross-entropy; no atomics anywhere, so results repeat bit for bit.
+void activation_forward(Activation act, const View& x, const View& y, double alpha, void* stream);
+void activation_backward(Activation act, const View& grad_y, const View& saved, const View& grad_x, double alpha,
+                         void* stream);
+void softmax_forward(const View& x, const View& y, bool log, void* stream);
+void softmax_backward(const View& grad_y, const View& y, const View& grad_x, bool log, void* stream);
+
+// Cross-entropy in two steps, because its scale factors depend on the targets and a bad target must
+// raise an exception, which needs the host:
+// 1. stats (4,) float64 written: [index of the first target outside [0, C) that is not ignore_index, or
+//    -1; number of rows whose target is not ignore_index; sum of weight[t] over those rows (= their count
+//    without weight); sum of weight (= C without weight)]. The caller reads these 32 bytes back.
+void cross_entropy_target_stats(const View& targets, const View* weight, int64_t ignore_index,
+                                int64_t num_classes, const View& stats, void* stream);
+// 2. As the CPU cross_entropy_forward, with targets (N,) int64 on the device and weight_sum = stats[3].
+//    A target outside [0, C) that is not ignore_index is never dereferenced: its row gets NaN.
+void cross_entropy_forward(const View& logits, const View& targets, const View* weight, int64_t ignore_index,
+                           const View& nll, const View* smooth, const View* grad, double a, double b,
+                           double weight_sum, void* stream);
+
+void layer_norm_forward(const View& x, const View* weight, const View* bias, double eps, const View& y,
+                        const View& mean, const View& rstd, void* stream);
+// grad_weight / grad_bias are reduced over rows without atomics: per-chunk partial column sums into
+// `workspace` (x's dtype, at least layer_norm_backward_workspace(R, D) elements; may be null when both
+// are null), then a second pass sums the chunks in a fixed order. Chunks depend only on (R, D).
+int64_t layer_norm_backward_workspace(int64_t rows, int64_t cols);
+void layer_norm_backward(const View& grad_y, const View& x, const View& mean, const View& rstd,
+                         const View* weight, const View& grad_x, const View* grad_weight, const View* grad_bias,
+                         const View* workspace, void* stream);
+
+}  // namespace cuda
+
 }  // namespace layerforge

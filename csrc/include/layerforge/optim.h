@@ -37,4 +37,32 @@ struct RmspropParams {
 void rmsprop_step(const View& param, const View& grad, const View& square_avg, const View* grad_avg,
                   const View* momentum_buf, const RmspropParams& p);
 
+namespace cuda {
+
+// Multi-tensor steps on the GPU (csrc/cuda/optim.cu): every parameter of `tensors` updated in ONE kernel
+// launch on `stream`, with the CPU update rules above (coefficients computed in double on the host exactly
+// as the CPU kernel does, element math in the param's dtype). Each entry carries its own hyperparameters
+// (param groups differ in lr, parameters in step). A state view with data == nullptr is absent; the views
+// must satisfy the same checks as the CPU functions (param's shape and dtype, C-contiguous, device memory),
+// and all tensors share one dtype (float32 or float64). Each tensor is split into chunks of 32768 elements
+// that blocks take in turn; a tensor whose pointers are all 16-byte aligned is read with 16-byte vector
+// loads. Elementwise, so the result does not depend on the launch configuration.
+struct SgdTensor {
+    View param, grad, momentum_buffer;
+    SgdParams p;
+};
+struct AdamTensor {
+    View param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq;
+    AdamParams p;
+};
+struct RmspropTensor {
+    View param, grad, square_avg, grad_avg, momentum_buffer;
+    RmspropParams p;
+};
+void sgd_step(const SgdTensor* tensors, int64_t count, void* stream);
+void adam_step(const AdamTensor* tensors, int64_t count, void* stream);
+void rmsprop_step(const RmspropTensor* tensors, int64_t count, void* stream);
+
+}  // namespace cuda
+
 }  // namespace layerforge

@@ -22,6 +22,7 @@ FAMILIES: dict[str, str] = {
     "attention": "layerforge.bench.attention",
     "nn": "layerforge.bench.nn",
     "cuda_matmul": "layerforge.bench.cuda_matmul",  # yields no cases without a GPU
+    "cuda_optim": "layerforge.bench.cuda_optim",  # GPU: fused Adam, layer norm, cross-entropy (no cases without one)
 }
 
 # rate = work / seconds / scale; "% peak" (of the measured CPU FMA peak) only for CPU GFLOP/s cases.

@@ -8,7 +8,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..tensor import Tensor, _check_device
+from ..tensor import Tensor, _as_array, _device_of, _to_args, _to_device
 
 
 class Parameter(Tensor):
@@ -19,7 +19,7 @@ class Parameter(Tensor):
     def __init__(self, data=None, requires_grad=True):
         if data is None:
             data = np.zeros((0,), np.float32)
-        a = data._data if isinstance(data, Tensor) else np.asarray(data)
+        a = data._data if isinstance(data, Tensor) else _as_array(data, None)
         if a.dtype.kind == "f" and a.dtype not in (np.float32, np.float64):
             a = a.astype(np.float32)
         super().__init__(a)
@@ -161,31 +161,33 @@ class Module:
                 p.grad._data[...] = 0
 
     def to(self, *args, **kwargs):
-        device = kwargs.get("device")
-        dtype = kwargs.get("dtype")
-        for a in args:
-            if isinstance(a, str) and (a == "cpu" or a.startswith("cuda")):
-                device = a
-            else:
-                dtype = a
-        _check_device(device)
-        if dtype is not None:
-            dt = np.dtype(dtype)
-            for p in self.parameters():
-                if p._data.dtype.kind == "f":
-                    p._data = p._data.astype(dt)
-                    if p.grad is not None:
-                        p.grad._data = p.grad._data.astype(dt)
-            for b in self.buffers():
-                if b._data.dtype.kind == "f":
-                    b._data = b._data.astype(dt)
+        """Move / cast the parameters (with their grads) and buffers in place, as torch: to(device),
+        to(dtype), to(device, dtype); only floating-point tensors change dtype. Parameters stay the same
+        objects (an optimizer built before keeps them), their arrays are replaced."""
+        device, dtype = _to_args(args, dict(kwargs))
+        dt = np.dtype(dtype) if dtype is not None else None
+
+        def convert(t):
+            a = t._data
+            if device is not None:
+                a = _to_device(a, device)
+            if dt is not None and a.dtype.kind == "f":
+                a = a.astype(dt)
+            t._data = a
+
+        for p in self.parameters():
+            convert(p)
+            if p.grad is not None:
+                convert(p.grad)
+        for b in self.buffers():
+            convert(b)
         return self
 
     def cpu(self):
-        return self
+        return self.to("cpu")
 
     def cuda(self, device=None):
-        return self.to("cuda")
+        return self.to("cuda" if device is None else f"cuda:{int(device)}")
 
     def float(self):
         return self.to(np.float32)
@@ -224,12 +226,13 @@ class Module:
             if k not in state_dict:
                 continue
             v = state_dict[k]
-            a = v._data if isinstance(v, Tensor) else np.asarray(v)
+            a = v._data if isinstance(v, Tensor) else _as_array(v, None)
             if tuple(a.shape) != tuple(t.shape):
                 errors.append(f"size mismatch for {k}: copying a param with shape {tuple(a.shape)} from "
                               f"checkpoint, the shape in current model is {tuple(t.shape)}.")
                 continue
-            t._data[...] = a.astype(t._data.dtype, copy=False)
+            # Values may come from another device (a CPU checkpoint into a GPU model): copied over.
+            t._data[...] = _to_device(a, _device_of(t._data)).astype(t._data.dtype, copy=False)
         if strict:
             if missing:
                 errors.insert(0, "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")

@@ -143,15 +143,32 @@ def device_of(op: str, **operands) -> str:
     return "cuda"
 
 
+_cupy = None
+
+
 def cupy_module():
-    """cupy, or a RuntimeError that says how to get it."""
-    try:
-        import cupy
-    except ImportError:
-        raise RuntimeError(
-            "layerforge: GPU arrays need cupy (pip install 'layerforge[cuda]')"
-        ) from None
-    return cupy
+    """cupy (imported on first use), or a RuntimeError that says how to get it."""
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy
+        except ImportError:
+            raise RuntimeError(
+                "layerforge: GPU arrays need cupy (pip install 'layerforge[cuda]')"
+            ) from None
+        _cupy = cupy
+    return _cupy
+
+
+def array_module(a):
+    """The array library of ``a``: numpy for numpy arrays (and scalars, lists...), cupy for GPU arrays.
+
+    Device-generic code writes ``xp = array_module(a)`` and calls ``xp.zeros``, ``xp.where``... (cupy
+    implements numpy's API). The CPU path costs one type check: cupy is only imported once a GPU array
+    shows up."""
+    if type(a) is np.ndarray or not hasattr(a, "__cuda_array_interface__"):
+        return np
+    return cupy_module()
 
 
 def cuda_kernels(op: str):

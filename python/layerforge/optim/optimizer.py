@@ -1,6 +1,8 @@
 """Optimizer base and SGD, Adam, AdamW, RMSprop with torch.optim's param_groups, defaults, update rules
-and state_dict layout. Each step is one fused C++ call per parameter (``layerforge.ops.optim``): param,
-grad and state are read once and written once, in place."""
+and state_dict layout. Param, grad and state are read once and written once, in place: on the CPU one
+fused C++ call per parameter (``layerforge.ops.optim.*_step``); parameters on a GPU are all updated by ONE
+fused multi-tensor kernel launch per step (``*_step_multi``), whatever their param groups. State arrays
+live on their parameter's device."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +12,39 @@ import numpy as np
 
 from .. import ops
 from ..autograd import no_grad
-from ..tensor import Tensor
+from ..ops._common import array_module, is_cuda_array
+from ..tensor import Tensor, _as_array, _device_of, _to_device
+
+
+class _GpuBatch:
+    """The GPU parameters of one step, gathered for one multi-tensor call: per-parameter array lists
+    (param, grad, states) and per-parameter hyperparameter lists."""
+
+    def __init__(self):
+        self.arrays = None
+        self.hyper = {}
+
+    def add(self, arrays, **hyper):
+        if self.arrays is None:
+            self.arrays = [[] for _ in arrays]
+        for lst, a in zip(self.arrays, arrays):
+            lst.append(a)
+        for k, v in hyper.items():
+            self.hyper.setdefault(k, []).append(v)
+
+    def run(self, step_multi, **fixed):
+        if self.arrays:
+            step_multi(*self.arrays, **self.hyper, **fixed)
+
+
+def _state_array(v, like):
+    """A loaded state value as a contiguous copy of like's dtype, on like's device."""
+    if isinstance(v, Tensor):
+        v = v.detach()._data
+    elif hasattr(v, "numpy") and not isinstance(v, np.ndarray) and not is_cuda_array(v):
+        v = v.detach().numpy() if hasattr(v, "detach") else v.numpy()  # a CPU torch tensor
+    a = _to_device(_as_array(v, None), _device_of(like))
+    return array_module(a).array(a, dtype=like.dtype, copy=True, order="C")
 
 
 class _Required:
@@ -79,7 +113,7 @@ class Optimizer:
         for g in self.param_groups:
             for p in g["params"]:
                 if id(p) in self.state and self.state[id(p)]:
-                    state[index[id(p)]] = {k: (v.copy() if isinstance(v, np.ndarray) else v)
+                    state[index[id(p)]] = {k: (v.copy() if isinstance(v, np.ndarray) or is_cuda_array(v) else v)
                                            for k, v in self.state[id(p)].items()}
         return {"state": state, "param_groups": groups}
 
@@ -104,12 +138,10 @@ class Optimizer:
             p = by_index[int(i)]
             new = {}
             for k, v in st.items():
-                if hasattr(v, "numpy") and not isinstance(v, np.ndarray):
-                    v = v.detach().numpy() if hasattr(v, "detach") else v.numpy()
                 if k == "step":
-                    new[k] = int(np.asarray(v).item())
-                elif isinstance(v, np.ndarray) or (hasattr(v, "shape") and np.ndim(v) > 0):
-                    new[k] = np.ascontiguousarray(np.array(v, dtype=p._data.dtype, copy=True))
+                    new[k] = int(v.item()) if hasattr(v, "item") else int(v)
+                elif hasattr(v, "shape") and len(v.shape) > 0:
+                    new[k] = _state_array(v, p._data)
                 else:
                     new[k] = v
             self.state[id(p)] = new
@@ -118,8 +150,15 @@ class Optimizer:
     def _params_with_grad(self, group):
         for p in group["params"]:
             if p.grad is not None:
-                if not p._data.flags.c_contiguous or not p._data.flags.writeable:
-                    p._data = np.ascontiguousarray(p._data).copy()
+                a = p._data
+                if type(a) is np.ndarray:
+                    if not a.flags.c_contiguous or not a.flags.writeable:
+                        p._data = np.ascontiguousarray(a).copy()
+                elif not a.flags.c_contiguous:
+                    p._data = array_module(a).ascontiguousarray(a)
+                if type(p.grad._data) is not type(p._data) and _device_of(p.grad._data) != _device_of(p._data):
+                    raise RuntimeError(f"{type(self).__name__}.step: a parameter on {_device_of(p._data)} has its "
+                                       f"grad on {_device_of(p.grad._data)}; they must share a device")
                 yield p
 
     def __repr__(self):
@@ -158,6 +197,7 @@ class SGD(Optimizer):
     def step(self, closure=None):
         loss = _closure(closure)
         with no_grad():
+            gpu = _GpuBatch()
             for g in self.param_groups:
                 mom = g["momentum"]
                 for p in self._params_with_grad(g):
@@ -166,12 +206,16 @@ class SGD(Optimizer):
                     if mom != 0:
                         buf = st.get("momentum_buffer")
                         if buf is None:
-                            buf = np.empty_like(p._data)
+                            buf = array_module(p._data).empty_like(p._data)
                             st["momentum_buffer"] = buf
                             first = True
-                    ops.optim.sgd_step(p._data, p.grad._data, buf, lr=g["lr"], momentum=mom,
-                                       dampening=g["dampening"], weight_decay=g["weight_decay"],
-                                       nesterov=g["nesterov"], maximize=g["maximize"], first_step=first)
+                    hyper = dict(lr=g["lr"], momentum=mom, dampening=g["dampening"], weight_decay=g["weight_decay"],
+                                 nesterov=g["nesterov"], maximize=g["maximize"], first_step=first)
+                    if type(p._data) is np.ndarray:
+                        ops.optim.sgd_step(p._data, p.grad._data, buf, **hyper)
+                    else:
+                        gpu.add((p._data, p.grad._data, buf), **hyper)
+            gpu.run(ops.optim.sgd_step_multi)
         return loss
 
 
@@ -196,21 +240,27 @@ class Adam(Optimizer):
     def step(self, closure=None):
         loss = _closure(closure)
         with no_grad():
+            gpu = _GpuBatch()
             for g in self.param_groups:
                 b1, b2 = g["betas"]
                 for p in self._params_with_grad(g):
                     st = self.state[id(p)]
                     if not st:
+                        xp = array_module(p._data)
                         st["step"] = 0
-                        st["exp_avg"] = np.zeros_like(p._data)
-                        st["exp_avg_sq"] = np.zeros_like(p._data)
+                        st["exp_avg"] = xp.zeros_like(p._data)
+                        st["exp_avg_sq"] = xp.zeros_like(p._data)
                         if g["amsgrad"]:
-                            st["max_exp_avg_sq"] = np.zeros_like(p._data)
+                            st["max_exp_avg_sq"] = xp.zeros_like(p._data)
                     st["step"] += 1
-                    ops.optim.adam_step(p._data, p.grad._data, st["exp_avg"], st["exp_avg_sq"],
-                                        st.get("max_exp_avg_sq"), step=st["step"], lr=g["lr"], beta1=b1,
-                                        beta2=b2, eps=g["eps"], weight_decay=g["weight_decay"],
-                                        amsgrad=g["amsgrad"], maximize=g["maximize"], decoupled=self._decoupled)
+                    arrays = (p._data, p.grad._data, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"))
+                    hyper = dict(step=st["step"], lr=g["lr"], beta1=b1, beta2=b2, eps=g["eps"],
+                                 weight_decay=g["weight_decay"], amsgrad=g["amsgrad"], maximize=g["maximize"])
+                    if type(p._data) is np.ndarray:
+                        ops.optim.adam_step(*arrays, **hyper, decoupled=self._decoupled)
+                    else:
+                        gpu.add(arrays, **hyper)
+            gpu.run(ops.optim.adam_step_multi, decoupled=self._decoupled)
         return loss
 
 
@@ -241,19 +291,25 @@ class RMSprop(Optimizer):
     def step(self, closure=None):
         loss = _closure(closure)
         with no_grad():
+            gpu = _GpuBatch()
             for g in self.param_groups:
                 for p in self._params_with_grad(g):
                     st = self.state[id(p)]
                     if not st:
+                        xp = array_module(p._data)
                         st["step"] = 0
-                        st["square_avg"] = np.zeros_like(p._data)
+                        st["square_avg"] = xp.zeros_like(p._data)
                         if g["momentum"] > 0:
-                            st["momentum_buffer"] = np.zeros_like(p._data)
+                            st["momentum_buffer"] = xp.zeros_like(p._data)
                         if g["centered"]:
-                            st["grad_avg"] = np.zeros_like(p._data)
+                            st["grad_avg"] = xp.zeros_like(p._data)
                     st["step"] += 1
-                    ops.optim.rmsprop_step(p._data, p.grad._data, st["square_avg"], st.get("grad_avg"),
-                                           st.get("momentum_buffer"), lr=g["lr"], alpha=g["alpha"], eps=g["eps"],
-                                           weight_decay=g["weight_decay"], momentum=g["momentum"],
-                                           centered=g["centered"], maximize=g["maximize"])
+                    arrays = (p._data, p.grad._data, st["square_avg"], st.get("grad_avg"), st.get("momentum_buffer"))
+                    hyper = dict(lr=g["lr"], alpha=g["alpha"], eps=g["eps"], weight_decay=g["weight_decay"],
+                                 momentum=g["momentum"], centered=g["centered"], maximize=g["maximize"])
+                    if type(p._data) is np.ndarray:
+                        ops.optim.rmsprop_step(*arrays, **hyper)
+                    else:
+                        gpu.add(arrays, **hyper)
+            gpu.run(ops.optim.rmsprop_step_multi)
         return loss
