@@ -5,7 +5,6 @@ answers "no" with a reason on a machine without the module, a driver or a GPU.
 """
 from __future__ import annotations
 
-import numpy as np
 
 # Whether float32 matmuls on the GPU may use TF32 tensor cores (inputs rounded to 10-bit mantissas,
 # float32 accumulation): off by default, as torch.backends.cuda.matmul.allow_tf32. Read at every call of
@@ -69,6 +68,7 @@ def _require(what: str) -> None:
     if reason is not None:
         raise RuntimeError(f"layerforge.cuda.{what}: no GPU is usable here: {reason}")
 
+
 def synchronize(device=None) -> None:
     """Wait for all work queued on a GPU (the current one by default), as torch.cuda.synchronize.
     RuntimeError saying why when no GPU is usable."""
@@ -106,11 +106,10 @@ def _device_index(device) -> int:
 # of a float32). These convert either way on numpy or cupy arrays (the result lives where the input does).
 
 def _array_module(x):
-    if hasattr(x, "__cuda_array_interface__"):
-        import cupy
+    from .ops._common import array_module
 
-        return cupy, cupy.asarray(x)
-    return np, np.asarray(x)
+    xp = array_module(x)
+    return xp, xp.asarray(x)
 
 
 def to_bfloat16_bits(x):
