@@ -22,6 +22,8 @@ FAMILIES: dict[str, str] = {
     "attention": "layerforge.bench.attention",
     "nn": "layerforge.bench.nn",
     "cuda_matmul": "layerforge.bench.cuda_matmul",  # yields no cases without a GPU
+    "cuda_attention": "layerforge.bench.cuda_attention",  # yields no cases without a GPU
+    "cuda_lstm": "layerforge.bench.cuda_lstm",  # yields no cases without a GPU
 }
 
 # rate = work / seconds / scale; "% peak" (of the measured CPU FMA peak) only for CPU GFLOP/s cases.
