@@ -22,6 +22,8 @@
 #include <limits>
 #include <string>
 
+#include "layerforge/detail/attention_checks.h"
+#include "layerforge/detail/dropout_hash.h"
 #include "layerforge/gemm.h"
 #include "layerforge/runtime.h"
 #include "cpu_internal.h"
@@ -41,18 +43,11 @@ using detail::thread_arena;
 constexpr int64_t kBrF = 48, kBcF = 256;  // forward tiles (query rows, rounded down to MR; keys)
 constexpr int64_t kBrB = 96, kBcB = 96;   // backward tiles (query rows rounded down to MR; keys)
 
-void fail(const std::string& what) { throw ValueError("scaled_dot_product_attention: " + what); }
 
-inline uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-// Dropout keep decision for element (n, i, j): a counter-based hash, identical in forward and backward.
+// Dropout keep decision for element (n, i, j): the counter-based hash shared with the GPU kernels
+// (detail/dropout_hash.h), identical in forward and backward.
 inline bool keep_elem(uint64_t seed, uint64_t idx, double p) {
-    const uint64_t h = mix64(idx * 0x9E3779B97F4A7C15ULL + mix64(seed + 0x632BE59BD9B4E019ULL));
-    const double u = static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0);
-    return u >= p;
+    return detail::dropout_keep(detail::dropout_key(seed), idx, p);
 }
 
 template <typename T>
@@ -494,11 +489,6 @@ void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const Vie
     }
 }
 
-void expect4(const View& v, const char* name) {
-    if (v.ndim != 4) fail(std::string(name) + " must be 4-d (B1, B2, rows, features), got " + v.shape_str());
-    if (v.shape[3] > 1 && v.strides[3] != 1) fail(std::string(name) + " must have unit stride in its last dim");
-}
-
 template <typename T>
 Ctx<T> make_ctx(const View& q, const View& k, const View& v, const AttentionMask& mask, const AttentionParams& p) {
     Ctx<T> cx;
@@ -526,30 +516,9 @@ Ctx<T> make_ctx(const View& q, const View& k, const View& v, const AttentionMask
 }
 
 void check_inputs(const View& q, const View& k, const View& v, const AttentionMask& mask, const AttentionParams& p) {
-    expect4(q, "q");
-    expect4(k, "k");
-    expect4(v, "v");
+    detail::sdpa_check_inputs(q, k, v, mask, p);
     if (q.dtype != DType::f32 && q.dtype != DType::f64)
         throw DTypeError(std::string("scaled_dot_product_attention: unsupported dtype ") + dtype_name(q.dtype));
-    if (k.dtype != q.dtype || v.dtype != q.dtype)
-        throw DTypeError("scaled_dot_product_attention: q, k and v must have the same dtype");
-    for (int d = 0; d < 2; ++d)
-        if (k.shape[d] != q.shape[d] || v.shape[d] != q.shape[d])
-            fail("batch dims of q " + q.shape_str() + ", k " + k.shape_str() + " and v " + v.shape_str() +
-                 " must match");
-    if (k.shape[3] != q.shape[3])
-        fail("q " + q.shape_str() + " and k " + k.shape_str() + " must have the same feature size D");
-    if (v.shape[2] != k.shape[2])
-        fail("k " + k.shape_str() + " and v " + v.shape_str() + " must have the same number of keys S");
-    if (mask.data && p.is_causal) fail("attn_mask and is_causal cannot both be given");
-    if (!(p.dropout_p >= 0.0 && p.dropout_p < 1.0)) fail("dropout_p must be in [0, 1)");
-}
-
-void expect_shape(const View& v, const char* name, int64_t a, int64_t b, int64_t c, int64_t d, int nd = 4) {
-    const int64_t s[4] = {a, b, c, d};
-    bool ok = v.ndim == nd;
-    for (int i = 0; ok && i < nd; ++i) ok = v.shape[i] == s[i];
-    if (!ok) fail(std::string(name) + " has shape " + v.shape_str() + ", which does not fit q, k and v");
 }
 
 }  // namespace
@@ -557,10 +526,7 @@ void expect_shape(const View& v, const char* name, int64_t a, int64_t b, int64_t
 void sdpa_forward(const View& q, const View& k, const View& v, const AttentionMask& mask, const AttentionParams& p,
                   const View& out, const View& lse) {
     check_inputs(q, k, v, mask, p);
-    expect4(out, "out");
-    expect_shape(out, "out", q.shape[0], q.shape[1], q.shape[2], v.shape[3]);
-    expect_shape(lse, "lse", q.shape[0], q.shape[1], q.shape[2], 0, 3);
-    if (out.dtype != q.dtype || lse.dtype != q.dtype) throw DTypeError("scaled_dot_product_attention: out/lse dtype");
+    detail::sdpa_check_outputs(q, v, out, lse, q.dtype);
     if (q.dtype == DType::f32)
         forward_impl<float>(make_ctx<float>(q, k, v, mask, p), out, lse);
     else
@@ -571,18 +537,7 @@ void sdpa_backward(const View& q, const View& k, const View& v, const AttentionM
                    const View& out, const View& lse, const View& grad_out, const View& grad_q, const View& grad_k,
                    const View& grad_v) {
     check_inputs(q, k, v, mask, p);
-    expect4(out, "out");
-    expect4(grad_out, "grad_out");
-    expect_shape(out, "out", q.shape[0], q.shape[1], q.shape[2], v.shape[3]);
-    expect_shape(grad_out, "grad_out", q.shape[0], q.shape[1], q.shape[2], v.shape[3]);
-    expect_shape(lse, "lse", q.shape[0], q.shape[1], q.shape[2], 0, 3);
-    expect_shape(grad_q, "grad_q", q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
-    expect_shape(grad_k, "grad_k", k.shape[0], k.shape[1], k.shape[2], k.shape[3]);
-    expect_shape(grad_v, "grad_v", v.shape[0], v.shape[1], v.shape[2], v.shape[3]);
-    for (const View* w : {&out, &lse, &grad_out, &grad_q, &grad_k, &grad_v})
-        if (w->dtype != q.dtype) throw DTypeError("scaled_dot_product_attention: all arrays must have q's dtype");
-    if (!grad_q.is_contiguous() || !grad_k.is_contiguous() || !grad_v.is_contiguous())
-        fail("grad_q, grad_k and grad_v must be C-contiguous");
+    detail::sdpa_check_backward(q, k, v, out, lse, grad_out, grad_q, grad_k, grad_v, q.dtype);
     if (q.dtype == DType::f32)
         backward_impl<float>(make_ctx<float>(q, k, v, mask, p), out, lse, grad_out, grad_q, grad_k, grad_v);
     else

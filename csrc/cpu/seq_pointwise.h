@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "layerforge/detail/lstm_cell.h"
+
 #ifndef LAYERFORGE_HAVE_AVX2_BUILD
 #define LAYERFORGE_HAVE_AVX2_BUILD 0
 #endif
@@ -29,23 +31,15 @@ using LstmBwdRowFn = void (*)(int64_t n, int64_t H, const T* gates, const T* c, 
                               const T* gy, const T* dh_rec, T* dc, T* dgates);
 
 template <typename T>
-inline T sigmoid_ref(T x) { return T(1) / (T(1) + std::exp(-x)); }
-
-template <typename T>
 void lstm_fwd_row_generic(int64_t n, int64_t H, const T* a, int64_t a_gs, const T* xp, const T* bias,
                           const T* c_prev, T* gates, T* c, T* h) {
     for (int64_t u = 0; u < n; ++u) {
-        const T i = sigmoid_ref(a[u] + xp[u] + bias[u]);
-        const T f = sigmoid_ref(a[a_gs + u] + xp[H + u] + bias[H + u]);
-        const T g = std::tanh(a[2 * a_gs + u] + xp[2 * H + u] + bias[2 * H + u]);
-        const T o = sigmoid_ref(a[3 * a_gs + u] + xp[3 * H + u] + bias[3 * H + u]);
-        const T cn = (c_prev ? f * c_prev[u] : T(0)) + i * g;
-        gates[u] = i;
-        gates[H + u] = f;
-        gates[2 * H + u] = g;
-        gates[3 * H + u] = o;
-        c[u] = cn;
-        h[u] = o * std::tanh(cn);
+        T g4[4];
+        lstm_cell_forward<T>(a[u] + xp[u] + bias[u], a[a_gs + u] + xp[H + u] + bias[H + u],
+                             a[2 * a_gs + u] + xp[2 * H + u] + bias[2 * H + u],
+                             a[3 * a_gs + u] + xp[3 * H + u] + bias[3 * H + u], c_prev ? c_prev[u] : T(0), g4, c[u],
+                             h[u]);
+        for (int q = 0; q < 4; ++q) gates[q * H + u] = g4[q];
     }
 }
 
@@ -53,16 +47,10 @@ template <typename T>
 void lstm_bwd_row_generic(int64_t n, int64_t H, const T* gates, const T* c, const T* c_prev, const T* gy,
                           const T* dh_rec, T* dc, T* dg) {
     for (int64_t u = 0; u < n; ++u) {
-        const T i = gates[u], f = gates[H + u], g = gates[2 * H + u], o = gates[3 * H + u];
-        const T dh = (gy ? gy[u] : T(0)) + dh_rec[u];
-        const T tc = std::tanh(c[u]);
-        const T dct = dc[u] + dh * o * (T(1) - tc * tc);
-        const T cp = c_prev ? c_prev[u] : T(0);
-        dg[u] = dct * g * i * (T(1) - i);
-        dg[H + u] = dct * cp * f * (T(1) - f);
-        dg[2 * H + u] = dct * i * (T(1) - g * g);
-        dg[3 * H + u] = dh * tc * o * (T(1) - o);
-        dc[u] = dct * f;
+        T d4[4];
+        lstm_cell_backward<T>(gates[u], gates[H + u], gates[2 * H + u], gates[3 * H + u], c[u],
+                              c_prev ? c_prev[u] : T(0), (gy ? gy[u] : T(0)) + dh_rec[u], dc[u], d4);
+        for (int q = 0; q < 4; ++q) dg[q * H + u] = d4[q];
     }
 }
 

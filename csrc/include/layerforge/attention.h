@@ -1,5 +1,5 @@
-// layerforge/attention.h — scaled-dot-product attention on the CPU (FlashAttention-style), forward and
-// backward.
+// layerforge/attention.h — scaled-dot-product attention (FlashAttention-style), forward and backward, on
+// the CPU (namespace layerforge) and the GPU (namespace layerforge::cuda, csrc/cuda/attention.cu).
 //
 //   out = dropout(softmax(q k^T * scale + mask)) v        per batch index, as torch's SDPA
 //
@@ -42,5 +42,30 @@ void sdpa_forward(const View& q, const View& k, const View& v, const AttentionMa
 void sdpa_backward(const View& q, const View& k, const View& v, const AttentionMask& mask,
                    const AttentionParams& p, const View& out, const View& lse, const View& grad_out,
                    const View& grad_q, const View& grad_k, const View& grad_v);
+
+// ---------------------------------------------------------------- GPU (csrc/cuda/attention.cu)
+// The same semantics on device memory, launched on `stream` (a cudaStream_t; nullptr = the legacy default
+// stream). Differences from the CPU functions:
+//  * dtypes: float32, float64, float16 and bfloat16 (q, k, v, out, grad_* all of one dtype);
+//  * lse is float32 (float64 when q is float64): the half types keep their statistics in float32;
+//  * an additive float mask is float32 (float64 when q is float64), not q's dtype; bool masks as on the CPU;
+//  * D and Dv at most 256. float16/bfloat16 with D == Dv in {64, 128} (and 16-byte aligned rows) run on the
+//    tensor cores (mma.sync m16n8k16, sm_80+); every other case on a plain SIMT path with float (float64 for
+//    float64) arithmetic;
+//  * the dropout mask is the CPU's: the same counter-based hash of (seed, batch, row, column), so the same
+//    seed drops the same weights on both devices.
+// Scratch (the backward's per-row statistics) is allocated stream-ordered (cudaMallocAsync) and freed on
+// the stream. The backward is deterministic: grad_k/grad_v come from one pass over query tiles per key
+// tile, grad_q from a second pass over key tiles per query tile (no atomics).
+namespace cuda {
+
+void sdpa_forward(const View& q, const View& k, const View& v, const AttentionMask& mask,
+                  const AttentionParams& p, const View& out, const View& lse, void* stream);
+
+void sdpa_backward(const View& q, const View& k, const View& v, const AttentionMask& mask,
+                   const AttentionParams& p, const View& out, const View& lse, const View& grad_out,
+                   const View& grad_q, const View& grad_k, const View& grad_v, void* stream);
+
+}  // namespace cuda
 
 }  // namespace layerforge

@@ -1,4 +1,5 @@
-// layerforge/lstm.h — LSTM over a sequence on the CPU, forward and backward through time.
+// layerforge/lstm.h — LSTM over a sequence, forward and backward through time, on the CPU (namespace
+// layerforge) and the GPU (namespace layerforge::cuda, csrc/cuda/lstm.cu).
 //
 // PyTorch's layout and semantics: gates in the order i, f, g, o;
 //   a_t = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh      (B, 4H)
@@ -36,5 +37,32 @@ void lstm_backward(const View& x, const View* h0, const View* c0, const View& w_
                    const View* grad_h_T, const View* grad_c_T, const View* grad_x, const View* grad_h0,
                    const View* grad_c0, const View* grad_w_ih, const View* grad_w_hh,
                    const View* grad_b_ih, const View* grad_b_hh, bool accumulate);
+
+// ---------------------------------------------------------------- GPU (csrc/cuda/lstm.cu)
+// The same API, semantics and saved state on device memory (float32 and float64), launched on `stream`
+// (a cudaStream_t; nullptr = the legacy default stream). The input projection of all steps (and, in the
+// backward, grad_x and the weight gradients) are GEMMs; per step, the recurrent product is fused with the
+// gate nonlinearities and the cell update. When w_hh fits on chip across the grid's co-resident blocks, one
+// persistent cooperative kernel runs all steps, each block keeping its slice of w_hh in shared memory
+// (one grid-wide barrier per step); otherwise a GEMM and a pointwise kernel run per step. Scratch is
+// allocated stream-ordered (cudaMallocAsync). Deterministic: no atomics, fixed reduction orders.
+// LAYERFORGE_LSTM_CUDA_ALGO=persistent|stepwise forces one recurrence (tests run both).
+namespace cuda {
+
+void lstm_forward(const View& x, const View* h0, const View* c0, const View& w_ih, const View& w_hh,
+                  const View* b_ih, const View* b_hh, const View& y, const View& h_T, const View& c_T,
+                  const View& gates, const View& cells, void* stream);
+
+void lstm_backward(const View& x, const View* h0, const View* c0, const View& w_ih, const View& w_hh,
+                   const View& y, const View& gates, const View& cells, const View* grad_y,
+                   const View* grad_h_T, const View* grad_c_T, const View* grad_x, const View* grad_h0,
+                   const View* grad_c0, const View* grad_w_ih, const View* grad_w_hh,
+                   const View* grad_b_ih, const View* grad_b_hh, bool accumulate, void* stream);
+
+// Which recurrence lstm_forward / lstm_backward would run for hidden size H, batch B and dtype on the
+// current device: "persistent" or "stepwise" (for tests and the benchmark notes).
+const char* lstm_recurrence(int64_t B, int64_t H, DType dtype, bool backward);
+
+}  // namespace cuda
 
 }  // namespace layerforge

@@ -23,6 +23,8 @@ FAMILIES: dict[str, str] = {
     "nn": "layerforge.bench.nn",
     "cuda_matmul": "layerforge.bench.cuda_matmul",  # yields no cases without a GPU
     "cuda_optim": "layerforge.bench.cuda_optim",  # GPU: fused Adam, layer norm, cross-entropy (no cases without one)
+    "cuda_attention": "layerforge.bench.cuda_attention",  # yields no cases without a GPU
+    "cuda_lstm": "layerforge.bench.cuda_lstm",  # yields no cases without a GPU
 }
 
 # rate = work / seconds / scale; "% peak" (of the measured CPU FMA peak) only for CPU GFLOP/s cases.

@@ -1,11 +1,18 @@
 """Scaled-dot-product attention (torch.nn.functional.scaled_dot_product_attention's semantics), forward
-and backward, on the CPU FlashAttention-style kernels.
+and backward, on the FlashAttention-style kernels (CPU: csrc/cpu/attention.cpp; GPU: csrc/cuda/attention.cu).
 
 q (..., L, D), k (..., S, D), v (..., S, Dv) with the same leading dims (batch, heads, ...). The mask is
 boolean (True = attend) or additive float, broadcastable to (..., L, S); ``is_causal`` masks keys j > i
 (top-left aligned, as torch). A fully masked row gives zeros (not NaN). With ``return_saved=True`` the
 forward also returns an :class:`SDPASaved` (the output and the per-row log-sum-exp, not the L x S matrix)
 for :func:`scaled_dot_product_attention_backward`.
+
+GPU arrays (cupy, or anything with ``__cuda_array_interface__``) run on the CUDA kernels, on cupy's current
+stream: float32, float64, float16, and bfloat16 given as uint16 arrays of bf16 bit patterns with
+``bf16=True`` (cupy has no bfloat16; as for ``ops.matmul``: e.g. ``cupy.asarray(t.view(torch.uint16))`` of a
+torch bf16 tensor, or ``layerforge.cuda.to_bfloat16_bits``; the output is uint16 bits too). On the GPU the saved lse is float32 (float64 for float64 inputs),
+a float mask is cast to float32 (float64), and the head dims D, Dv are at most 256. A seed drops the same
+attention weights on the CPU and on the GPU.
 """
 from __future__ import annotations
 
@@ -15,7 +22,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _C
-from ._common import as_float_array
+from . import _common
+from ._common import as_float_array, device_of
 
 _OP = "scaled_dot_product_attention"
 
@@ -24,23 +32,24 @@ class SDPASaved(NamedTuple):
     q: np.ndarray
     k: np.ndarray
     v: np.ndarray
-    attn_mask: np.ndarray | None  # normalised: bool or q's dtype, broadcast to (..., L, S) (a view)
+    attn_mask: np.ndarray | None  # normalised: bool or float (q's dtype; on the GPU float32/64), broadcast view
     dropout_p: float
     is_causal: bool
     scale: float | None
     seed: int
     out: np.ndarray  # (..., L, Dv)
     lse: np.ndarray  # (..., L): log-sum-exp of each row's scores (-inf for a fully masked row)
+    bf16: bool = False  # GPU only: the uint16 arrays hold bfloat16 bits
 
 
 def _shape(s) -> str:
     return "(" + ", ".join(str(v) for v in s) + ("," if len(s) == 1 else "") + ")"
 
 
-def _to4(a: np.ndarray) -> np.ndarray:
-    """(..., R, C) -> (B1, B2, R, C) as a view where numpy can (e.g. q as a transposed view of (B, L, H, D)
-    stays a view); a copy when the leading dims cannot be merged or the last dim is strided — the one
-    place attention copies."""
+def _to4(a, xp=np):
+    """(..., R, C) -> (B1, B2, R, C) as a view where the array library can (e.g. q as a transposed view of
+    (B, L, H, D) stays a view); a copy when the leading dims cannot be merged or the last dim is strided —
+    the one place attention copies."""
     n = a.ndim - 2
     if n == 0:
         a = a[None, None]
@@ -49,14 +58,38 @@ def _to4(a: np.ndarray) -> np.ndarray:
     elif n > 2:
         a = a.reshape((-1,) + a.shape[-3:])
     if a.shape[-1] > 1 and a.strides[-1] != a.itemsize:
-        a = np.ascontiguousarray(a)
+        a = xp.ascontiguousarray(a)
     return a
 
 
-def _normalise(q, k, v, attn_mask, dropout_p, is_causal, scale, op):
-    q = as_float_array(q, "q", op)
-    k = as_float_array(k, "k", op)
-    v = as_float_array(v, "v", op)
+class _Gpu(NamedTuple):
+    """How a GPU call reads its arrays."""
+    xp: object  # the array module (cupy)
+    dtypes: tuple  # accepted array dtypes
+    bf16: bool  # uint16 arrays hold bfloat16 bits
+
+
+def _gpu(bf16: bool) -> _Gpu:
+    """float16/32/64 arrays, or (bf16=True) uint16 arrays of bfloat16 bits."""
+    return _Gpu(_common.cupy_module(), ("uint16",) if bf16 else ("float16", "float32", "float64"), bool(bf16))
+
+
+def _normalise(q, k, v, attn_mask, dropout_p, is_causal, scale, op, gpu: _Gpu | None = None):
+    """The checked arguments (torch's rules, errors naming the argument). gpu: None for numpy arrays (a
+    float mask takes q's dtype), else how the GPU call reads its arrays (a float mask becomes float32, or
+    float64 for float64 inputs)."""
+    if gpu is None:
+        xp = np
+        q = as_float_array(q, "q", op)
+        k = as_float_array(k, "k", op)
+        v = as_float_array(v, "v", op)
+        mask_dtype = q.dtype
+    else:
+        xp = gpu.xp
+        q = _common.as_cuda_float_array(q, "q", op, gpu.dtypes)
+        k = _common.as_cuda_float_array(k, "k", op, gpu.dtypes)
+        v = _common.as_cuda_float_array(v, "v", op, gpu.dtypes)
+        mask_dtype = np.dtype(np.float64 if q.dtype == np.float64 else np.float32)
     for name, a in (("q", q), ("k", k), ("v", v)):
         if a.ndim < 2:
             raise ValueError(f"{op}: {name} must have at least 2 dims (..., rows, features), got {_shape(a.shape)}")
@@ -74,6 +107,9 @@ def _normalise(q, k, v, attn_mask, dropout_p, is_causal, scale, op):
                          f"{_shape(v.shape)} must be equal")
     if len(lead) > 6:
         raise ValueError(f"{op}: at most 6 leading dims are supported")
+    if gpu is not None and max(q.shape[-1], v.shape[-1]) > 256:
+        raise ValueError(f"{op}: on the GPU the head dims D and Dv are at most 256, got q {_shape(q.shape)} and v "
+                         f"{_shape(v.shape)}")
     L, S = q.shape[-2], k.shape[-2]
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not (0.0 <= dropout_p < 1.0):
         raise ValueError(f"{op}: dropout_p must be a number in [0, 1), got {dropout_p!r}")
@@ -85,51 +121,68 @@ def _normalise(q, k, v, attn_mask, dropout_p, is_causal, scale, op):
     if attn_mask is not None:
         if is_causal:
             raise ValueError(f"{op}: attn_mask and is_causal cannot both be given (as in torch)")
-        if isinstance(attn_mask, np.ndarray):
+        if isinstance(attn_mask, xp.ndarray):
             mask = attn_mask
         else:
             try:
-                mask = np.asarray(attn_mask)
+                mask = xp.asarray(attn_mask)
             except Exception as e:
                 raise TypeError(f"{op}: attn_mask cannot be read as an array: {e}") from None
         if mask.dtype == np.bool_:
             pass
         elif mask.dtype.kind == "f":
-            if mask.dtype != q.dtype:
-                mask = mask.astype(q.dtype)
+            if mask.dtype != mask_dtype:
+                mask = mask.astype(mask_dtype)
         else:
             raise TypeError(f"{op}: attn_mask must be boolean (True = attend) or float (added to the scores), "
                             f"got dtype {mask.dtype}")
         try:
-            mask = np.broadcast_to(mask, lead + (L, S))
+            mask = xp.broadcast_to(mask, lead + (L, S))
         except ValueError:
             raise ValueError(f"{op}: attn_mask of shape {_shape(mask.shape)} does not broadcast to "
                              f"{_shape(lead + (L, S))} (q's leading dims, L, S)") from None
     return q, k, v, mask, float(dropout_p), bool(is_causal), scale
 
 
-def _mask4(mask):
+def _mask4(mask, xp=np):
     if mask is None:
         return None
-    m = _to4(mask)
+    m = _to4(mask, xp)
     if m.shape[-1] > 1 and m.strides[-1] % m.itemsize:
-        m = np.ascontiguousarray(m)
+        m = xp.ascontiguousarray(m)
     return m
 
 
+def _seed(seed, dropout_p: float) -> int:
+    if seed is None:
+        seed = int(np.random.randint(0, 2**63 - 1, dtype=np.int64)) if dropout_p > 0 else 0
+    return int(seed) & (2**64 - 1)
+
+
+def _check_grad_out(g, out, op) -> None:
+    if g.shape != out.shape:
+        raise ValueError(f"{op}: grad_out has shape {_shape(g.shape)}, expected {_shape(out.shape)}")
+    if g.dtype != out.dtype:
+        raise TypeError(f"{op}: grad_out has dtype {g.dtype} but the forward ran in {out.dtype}")
+
+
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                                 seed=None, return_saved: bool = False):
+                                 seed=None, return_saved: bool = False, *, bf16: bool = False):
     """softmax(q k^T * scale + mask) v, with dropout on the attention weights when dropout_p > 0.
 
     scale defaults to 1/sqrt(D). ``seed`` makes dropout reproducible (a counter-based hash of seed,
-    batch, row and column: the same seed gives the same mask at any thread count); without one a seed is
-    drawn from numpy's global generator. Returns out (..., L, Dv), or (out, saved) with
-    ``return_saved=True``.
+    batch, row and column: the same seed gives the same mask at any thread count and on either device);
+    without one a seed is drawn from numpy's global generator. Returns out (..., L, Dv), or (out, saved)
+    with ``return_saved=True``. GPU arrays run on the GPU, where ``bf16=True`` says that uint16 arrays hold
+    bfloat16 bits.
     """
+    if device_of(_OP, q=q, k=k, v=v, attn_mask=attn_mask) == "cuda":
+        return _sdpa_cuda(q, k, v, attn_mask, dropout_p, is_causal, scale, seed, return_saved, bf16)
+    if bf16:
+        raise TypeError(f"{_OP}: bf16=True (uint16 arrays holding bfloat16 bits) runs on the GPU only; numpy arrays "
+                        "run in their own dtype (float32 or float64)")
     q, k, v, mask, dropout_p, is_causal, scale = _normalise(q, k, v, attn_mask, dropout_p, is_causal, scale, _OP)
-    if seed is None:
-        seed = int(np.random.randint(0, 2**63 - 1, dtype=np.int64)) if dropout_p > 0 else 0
-    seed = int(seed) & (2**64 - 1)
+    seed = _seed(seed, dropout_p)
     lead, L, Dv = q.shape[:-2], q.shape[-2], v.shape[-1]
     out = np.empty(lead + (L, Dv), q.dtype)
     lse = np.empty(lead + (L,), q.dtype)
@@ -143,17 +196,17 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
 
 def scaled_dot_product_attention_backward(grad_out, saved: SDPASaved):
     """Gradients (grad_q, grad_k, grad_v) of :func:`scaled_dot_product_attention` from grad_out
-    (..., L, Dv) and the forward's ``saved`` (probabilities recomputed tile by tile from the saved lse)."""
+    (..., L, Dv) and the forward's ``saved`` (probabilities recomputed tile by tile from the saved lse).
+    A forward that ran on the GPU is differentiated on the GPU (grad_out must be a GPU array then)."""
     op = "scaled_dot_product_attention_backward"
     if not isinstance(saved, SDPASaved):
         raise TypeError(f"{op}: saved must be the SDPASaved returned by scaled_dot_product_attention(..., "
                         "return_saved=True)")
+    if device_of(op, grad_out=grad_out, saved=saved.q) == "cuda":
+        return _sdpa_backward_cuda(grad_out, saved, op)
     q, k, v, out = saved.q, saved.k, saved.v, saved.out
     g = as_float_array(grad_out, "grad_out", op)
-    if g.shape != out.shape:
-        raise ValueError(f"{op}: grad_out has shape {_shape(g.shape)}, expected {_shape(out.shape)}")
-    if g.dtype != out.dtype:
-        raise TypeError(f"{op}: grad_out has dtype {g.dtype} but the forward ran in {out.dtype}")
+    _check_grad_out(g, out, op)
     gq = np.empty(q.shape, q.dtype)
     gk = np.empty(k.shape, k.dtype)
     gv = np.empty(v.shape, v.dtype)
@@ -161,4 +214,43 @@ def scaled_dot_product_attention_backward(grad_out, saved: SDPASaved):
     _C.sdpa_backward(_to4(q), _to4(k), _to4(v), _mask4(saved.attn_mask), saved.dropout_p, saved.is_causal,
                      saved.scale, saved.seed, o4, saved.lse.reshape(o4.shape[:3]), _to4(g), _to4(gq), _to4(gk),
                      _to4(gv))
+    return gq, gk, gv
+
+
+# ---------------------------------------------------------------- GPU
+# cupy, the CUDA module and the stream handle come from _common's functions looked up at call time (not
+# names imported here), so the CPU-only tests can stand in for them (tests/test_cuda_attention.py).
+
+def _sdpa_cuda(q, k, v, attn_mask, dropout_p, is_causal, scale, seed, return_saved, bf16):
+    gpu = _gpu(bf16)
+    kernels = _common.cuda_kernels(_OP)
+    cp = gpu.xp
+    q, k, v, mask, dropout_p, is_causal, scale = _normalise(q, k, v, attn_mask, dropout_p, is_causal, scale, _OP,
+                                                            gpu)
+    seed = _seed(seed, dropout_p)
+    lead, L, Dv = q.shape[:-2], q.shape[-2], v.shape[-1]
+    out = cp.empty(lead + (L, Dv), q.dtype)
+    lse = cp.empty(lead + (L,), np.float64 if q.dtype == np.float64 else np.float32)
+    o4 = _to4(out, cp)
+    kernels.sdpa_forward(_to4(q, cp), _to4(k, cp), _to4(v, cp), _mask4(mask, cp), dropout_p, is_causal, scale, seed,
+                         o4, lse.reshape(o4.shape[:3]), gpu.bf16, _common.current_stream_handle())
+    if return_saved:
+        return out, SDPASaved(q, k, v, mask, dropout_p, is_causal, scale, seed, out, lse, gpu.bf16)
+    return out
+
+
+def _sdpa_backward_cuda(grad_out, saved: SDPASaved, op):
+    gpu = _gpu(saved.bf16)
+    kernels = _common.cuda_kernels(op)
+    cp = gpu.xp
+    q, k, v, out = saved.q, saved.k, saved.v, saved.out
+    g = _common.as_cuda_float_array(grad_out, "grad_out", op, gpu.dtypes)
+    _check_grad_out(g, out, op)
+    gq = cp.empty(q.shape, q.dtype)
+    gk = cp.empty(k.shape, k.dtype)
+    gv = cp.empty(v.shape, v.dtype)
+    o4 = _to4(out, cp)
+    kernels.sdpa_backward(_to4(q, cp), _to4(k, cp), _to4(v, cp), _mask4(saved.attn_mask, cp), saved.dropout_p,
+                          saved.is_causal, saved.scale, saved.seed, o4, saved.lse.reshape(o4.shape[:3]), _to4(g, cp),
+                          _to4(gq, cp), _to4(gk, cp), _to4(gv, cp), gpu.bf16, _common.current_stream_handle())
     return gq, gk, gv
