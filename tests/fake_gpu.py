@@ -1,6 +1,7 @@
 """A stand-in GPU for CPU-only machines: it lets the tests drive layerforge's GPU code paths (Tensor device
-plumbing, the cupy-side dispatch of ops.elementwise / ops.optim, the optimizers' multi-tensor path)
-without a device.
+plumbing, the cupy-side dispatch of ops.elementwise / ops.optim, the optimizers' multi-tensor path, the
+argument handling, layouts and saved state of ops.scaled_dot_product_attention and ops.lstm) without a
+device.
 
 - FakeGpuArray: a numpy array that exposes __cuda_array_interface__, so layerforge takes it for a GPU
   array (type is not numpy.ndarray, array_module() returns the fake cupy).
@@ -10,6 +11,9 @@ without a device.
   signature (argument names and count, read from its pybind11 docstring), then run on the CPU kernels
   of layerforge._C, so the Python side's calls are exercised end to end. What it cannot check: the CUDA
   kernels themselves (tests/test_cuda_*.py do, on a GPU).
+
+Use: ``with fake_gpu(monkeypatch) as kernels: ...``, or take the ``fake_kernels`` fixture
+(``from fake_gpu import fake_kernels, gpu  # noqa: F401``); gpu(a) puts a host array on the fake GPU.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import re
 import types
 
 import numpy as np
+import pytest
 
 from layerforge import _C
 
@@ -42,6 +47,11 @@ def _to_fake(r):
     if isinstance(r, (tuple, list)):
         return type(r)(_to_fake(x) for x in r)
     return r
+
+
+def gpu(a):
+    """a (a host array, or None) as a FakeGpuArray sharing its memory and strides."""
+    return None if a is None else np.asarray(a).view(FakeGpuArray)
 
 
 def _host(a):
@@ -97,6 +107,21 @@ class FakeCupy(types.ModuleType):
         return wrapped
 
 
+def _unit_last_stride(a):
+    return a.shape[-1] <= 1 or a.strides[-1] == a.itemsize
+
+
+def _check_sdpa(q, k, v, mask, out, lse, bf16):
+    """What the attention bindings require of their arguments (csrc/python/cuda_attention.cpp)."""
+    for a in (q, k, v, out):
+        assert a.ndim == 4 and _unit_last_stride(a)
+    assert (q.dtype == np.uint16) == bf16
+    acc = np.float64 if q.dtype == np.float64 else np.float32
+    assert lse.ndim == 3 and lse.dtype == acc  # the GPU keeps statistics in float32 (float64)
+    if mask is not None:
+        assert mask.ndim == 4 and mask.dtype in (np.bool_, acc)
+
+
 def _binding_params(real, name):
     """Parameter names of layerforge._cuda.<name> from its pybind11 signature line."""
     doc = getattr(real, name).__doc__.strip().splitlines()[0]
@@ -144,6 +169,27 @@ class FakeKernels:
 
     def _cross_entropy_forward(self, x, t, w, ignore, nll, smooth, grad, a, b, weight_sum, stream):
         _C.cross_entropy_forward(x, t, w, ignore, nll, smooth, grad, a, b)
+
+    def _sdpa_forward(self, q, k, v, mask, dropout_p, is_causal, scale, seed, out, lse, bf16, stream):
+        _check_sdpa(q, k, v, mask, out, lse, bf16)
+        if q.dtype in (np.float32, np.float64):
+            _C.sdpa_forward(q, k, v, mask, dropout_p, is_causal, scale, seed, out, lse)
+        else:  # the half types exist only on the GPU: the call is recorded, write something
+            out.fill(0)
+            lse.fill(0)
+
+    def _sdpa_backward(self, q, k, v, mask, dropout_p, is_causal, scale, seed, out, lse, grad_out, gq, gk, gv, bf16,
+                       stream):
+        _check_sdpa(q, k, v, mask, out, lse, bf16)
+        for a in (grad_out, gq, gk, gv):
+            assert a.ndim == 4 and a.dtype == q.dtype and _unit_last_stride(a)
+        for a in (gq, gk, gv):
+            assert a.flags.c_contiguous
+        if q.dtype in (np.float32, np.float64):
+            _C.sdpa_backward(q, k, v, mask, dropout_p, is_causal, scale, seed, out, lse, grad_out, gq, gk, gv)
+        else:
+            for a in (gq, gk, gv):
+                a.fill(0)
 
     def _sgd_step_multi(self, params, grads, bufs, lr, mom, damp, wd, nest, maxi, first, stream):
         for i, p in enumerate(params):
@@ -216,3 +262,10 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(cuda, "_load", lambda: kernels)
     strict_functions(monkeypatch)
     yield kernels
+
+
+@pytest.fixture
+def fake_kernels(monkeypatch):
+    """The fake GPU installed for one test; yields the FakeKernels (its .calls: (name, args) per launch)."""
+    with fake_gpu(monkeypatch) as kernels:
+        yield kernels

@@ -1,13 +1,13 @@
 """Scaled-dot-product attention on the GPU (csrc/cuda/attention.cu) against float64 references and the CPU
 kernels; plus, runnable anywhere, the GPU code path of ops.scaled_dot_product_attention (argument handling,
-layouts, saved state) on a numpy stand-in for cupy and the CUDA module (tests/fake_gpu_seq.py)."""
+layouts, saved state) on a numpy stand-in for cupy and the CUDA module (tests/fake_gpu.py)."""
 import numpy as np
 import pytest
 
 from layerforge import ops
 from layerforge.cuda import from_bfloat16_bits, to_bfloat16_bits
 from conftest import rel_err
-from fake_gpu_seq import fake_gpu, gpu  # noqa: F401  (fixture)
+from fake_gpu import fake_kernels, gpu  # noqa: F401  (fixture)
 from test_attention import rand, ref_sdpa
 
 sdpa = ops.scaled_dot_product_attention
@@ -17,7 +17,7 @@ sdpa_bwd = ops.scaled_dot_product_attention_backward
 # ---------------------------------------------------------------- anywhere: the Python side of the GPU path
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mode", ["plain", "causal", "bool_mask", "float_mask", "dropout"])
-def test_gpu_path_logic_matches_cpu(fake_gpu, rng, dtype, mode):
+def test_gpu_path_logic_matches_cpu(fake_kernels, rng, dtype, mode):
     lead, L, S, D, Dv = (2, 3), 17, 23, 8, 5
     qb = rand(rng, (2, L, 3, D), dtype)
     q = qb.transpose(0, 2, 1, 3)  # a view whose leading dims do not merge
@@ -30,7 +30,7 @@ def test_gpu_path_logic_matches_cpu(fake_gpu, rng, dtype, mode):
     kw = dict(attn_mask=mask, is_causal=mode == "causal", dropout_p=0.3 if mode == "dropout" else 0.0, seed=5)
     out_cpu, s_cpu = sdpa(q, k, v, return_saved=True, **kw)
     out, saved = sdpa(gpu(q), gpu(k), gpu(v), return_saved=True, **{**kw, "attn_mask": gpu(mask)})
-    assert fake_gpu.calls[-1][0] == "sdpa_forward"
+    assert fake_kernels.calls[-1][0] == "sdpa_forward"
     assert saved.lse.dtype == dtype and not saved.bf16
     if mask is not None and mask.dtype != bool:
         assert saved.attn_mask.dtype == dtype
@@ -39,21 +39,21 @@ def test_gpu_path_logic_matches_cpu(fake_gpu, rng, dtype, mode):
     g = rand(rng, out.shape, dtype)
     for a, b in zip(sdpa_bwd(gpu(g), saved), sdpa_bwd(g, s_cpu)):
         assert a.shape == b.shape and rel_err(a, b) < tol
-    assert fake_gpu.calls[-1][0] == "sdpa_backward"
+    assert fake_kernels.calls[-1][0] == "sdpa_backward"
 
 
-def test_gpu_path_half_types_keep_float32_statistics(fake_gpu, rng):
+def test_gpu_path_half_types_keep_float32_statistics(fake_kernels, rng):
     q, k, v = (rand(rng, (2, 9, 16), np.float16) for _ in range(3))
     out, saved = sdpa(gpu(q), gpu(k), gpu(v), attn_mask=gpu(rng.standard_normal((9, 9))), return_saved=True)
     assert out.dtype == np.float16 and saved.lse.dtype == np.float32 and saved.attn_mask.dtype == np.float32
     bits = gpu(q.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
     out, saved = sdpa(bits, bits, bits, bf16=True, return_saved=True)
-    assert out.dtype == np.uint16 and saved.bf16 and fake_gpu.calls[-1][-1] is True
+    assert out.dtype == np.uint16 and saved.bf16 and fake_kernels.calls[-1][1][-2] is True
     sdpa_bwd(gpu(np.zeros(out.shape, np.uint16)), saved)
-    assert fake_gpu.calls[-1][0] == "sdpa_backward" and fake_gpu.calls[-1][-1] is True
+    assert fake_kernels.calls[-1][0] == "sdpa_backward" and fake_kernels.calls[-1][1][-2] is True
 
 
-def test_gpu_path_errors(fake_gpu, rng):
+def test_gpu_path_errors(fake_kernels, rng):
     q, k, v = rand(rng, (2, 5, 8)), rand(rng, (2, 6, 8)), rand(rng, (2, 6, 4))
     with pytest.raises(TypeError, match=r"q, k, v are GPU arrays but attn_mask is not"):
         sdpa(gpu(q), gpu(k), gpu(v), attn_mask=np.ones((5, 6), bool))

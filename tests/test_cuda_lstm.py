@@ -1,32 +1,32 @@
 """LSTM on the GPU (csrc/cuda/lstm.cu) against the float64 equations and the CPU kernels, both recurrences
 (persistent and stepwise); plus, runnable anywhere, the GPU code path of ops.lstm / lstm_backward /
-lstm_cell on a numpy stand-in for cupy and the CUDA module (tests/fake_gpu_seq.py)."""
+lstm_cell on a numpy stand-in for cupy and the CUDA module (tests/fake_gpu.py)."""
 import numpy as np
 import pytest
 
 from layerforge import ops
 from conftest import rel_err
-from fake_gpu_seq import fake_gpu, gpu  # noqa: F401  (fixture)
+from fake_gpu import fake_kernels, gpu  # noqa: F401  (fixture)
 from test_lstm import make, ref_lstm
 
 
 # ---------------------------------------------------------------- anywhere: the Python side of the GPU path
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bias,state", [(True, True), (False, False)])
-def test_gpu_path_logic_matches_cpu(fake_gpu, rng, dtype, bias, state):
+def test_gpu_path_logic_matches_cpu(fake_kernels, rng, dtype, bias, state):
     T, B, I, H = 4, 3, 5, 6
     args = make(rng, T, B, I, H, dtype, bias, state)
     x = np.asarray(args[0]).transpose(1, 0, 2).copy().transpose(1, 0, 2)  # strided: copied by the GPU path
     args = (x,) + tuple(args[1:])
     y_c, h_c, c_c, s_c = ops.lstm(*args, return_saved=True)
     y, h, c, s = ops.lstm(*(gpu(a) for a in args), return_saved=True)
-    assert [k[0] for k in fake_gpu.calls] == ["lstm_forward"]
+    assert [k[0] for k in fake_kernels.calls] == ["lstm_forward"]
     for a, b in ((y, y_c), (h, h_c), (c, c_c)):
         assert a.dtype == dtype and rel_err(a, b) < 1e-14
     gy, gh = rng.standard_normal((T, B, H)).astype(dtype), rng.standard_normal((B, H)).astype(dtype)
     g = ops.lstm_backward(gpu(gy), s, grad_h_T=gpu(gh))
     g_c = ops.lstm_backward(gy, s_c, grad_h_T=gh)
-    assert fake_gpu.calls[-1][0] == "lstm_backward"
+    assert fake_kernels.calls[-1][0] == "lstm_backward"
     for a, b in zip(g, g_c):
         assert (a is None) == (b is None)
         if a is not None:
@@ -36,7 +36,7 @@ def test_gpu_path_logic_matches_cpu(fake_gpu, rng, dtype, bias, state):
     assert rel_err(hn, hn_c) < 1e-14 and rel_err(cn, cn_c) < 1e-14
 
 
-def test_gpu_path_errors(fake_gpu, rng):
+def test_gpu_path_errors(fake_kernels, rng):
     x, h0, c0, w_ih, w_hh, b_ih, b_hh = make(rng, 3, 2, 4, 5)
     with pytest.raises(TypeError, match=r"x, w_ih, w_hh are GPU arrays but h0 is not"):
         ops.lstm(gpu(x), h0, None, gpu(w_ih), gpu(w_hh))

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "layerforge/attention.h"
+#include "attention_args.h"
 #include "common.h"
 
 namespace layerforge {
@@ -35,15 +36,6 @@ AttentionMask to_mask(const py::object& o, DType qdt) {
     m.data = a.data();
     return m;
 }
-
-AttentionParams params(double dropout_p, bool is_causal, const py::object& scale, uint64_t seed) {
-    AttentionParams p;
-    p.dropout_p = dropout_p;
-    p.is_causal = is_causal;
-    if (!scale.is_none()) p.scale = py::cast<double>(scale);
-    p.seed = seed;
-    return p;
-}
 }  // namespace
 
 void bind_attention(py::module_& m) {
@@ -54,7 +46,7 @@ void bind_attention(py::module_& m) {
             const View vq = to_view(q, "q"), vk = to_view(k, "k"), vv = to_view(v, "v");
             const View vo = to_view(out, "out", true), vl = to_view(lse, "lse", true);
             const AttentionMask am = to_mask(mask, vq.dtype);
-            const AttentionParams p = params(dropout_p, is_causal, scale, seed);
+            const AttentionParams p = py_args::attention_params(dropout_p, is_causal, scale, seed);
             py::gil_scoped_release release;
             sdpa_forward(vq, vk, vv, am, p, vo, vl);
         },
@@ -72,7 +64,7 @@ void bind_attention(py::module_& m) {
             const View gq = to_view(grad_q, "grad_q", true), gk = to_view(grad_k, "grad_k", true),
                        gv = to_view(grad_v, "grad_v", true);
             const AttentionMask am = to_mask(mask, vq.dtype);
-            const AttentionParams p = params(dropout_p, is_causal, scale, seed);
+            const AttentionParams p = py_args::attention_params(dropout_p, is_causal, scale, seed);
             py::gil_scoped_release release;
             sdpa_backward(vq, vk, vv, am, p, vo, vl, vg, gq, gk, gv);
         },

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "layerforge/attention.h"
+#include "attention_args.h"
 #include "cuda_common.h"
 
 namespace layerforge {
@@ -46,15 +47,6 @@ AttentionMask cuda_mask(const py::object& o, DType qdt) {
     return m;
 }
 
-AttentionParams params(double dropout_p, bool is_causal, const py::object& scale, uint64_t seed) {
-    AttentionParams p;
-    p.dropout_p = dropout_p;
-    p.is_causal = is_causal;
-    if (!scale.is_none()) p.scale = py::cast<double>(scale);
-    p.seed = seed;
-    return p;
-}
-
 }  // namespace
 
 LAYERFORGE_CUDA_BINDINGS(attention) {
@@ -67,7 +59,7 @@ LAYERFORGE_CUDA_BINDINGS(attention) {
                        vv = cuda_view(v, "v", false, bf16);
             const View vo = cuda_view(out, "out", true, bf16), vl = cuda_view(lse, "lse", true);
             const AttentionMask am = cuda_mask(mask, vq.dtype);
-            const AttentionParams p = params(dropout_p, is_causal, scale, seed);
+            const AttentionParams p = py_args::attention_params(dropout_p, is_causal, scale, seed);
             py::gil_scoped_release release;
             cuda::sdpa_forward(vq, vk, vv, am, p, vo, vl, stream_from(stream));
         },
@@ -89,7 +81,7 @@ LAYERFORGE_CUDA_BINDINGS(attention) {
             const View gq = cuda_view(grad_q, "grad_q", true, bf16), gk = cuda_view(grad_k, "grad_k", true, bf16),
                        gv = cuda_view(grad_v, "grad_v", true, bf16);
             const AttentionMask am = cuda_mask(mask, vq.dtype);
-            const AttentionParams p = params(dropout_p, is_causal, scale, seed);
+            const AttentionParams p = py_args::attention_params(dropout_p, is_causal, scale, seed);
             py::gil_scoped_release release;
             cuda::sdpa_backward(vq, vk, vv, am, p, vo, vl, vg, gq, gk, gv, stream_from(stream));
         },

@@ -1315,24 +1315,22 @@ def _like_args(t, dtype, device):
     return np.shape(a) if not is_cuda_array(a) else a.shape, dtype or _dtype_of(t), device or _device_of(a)
 
 
-def zeros_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape, dt, dev = _like_args(t, dtype, device)
-    return zeros(*shape, dtype=dt, device=dev, requires_grad=requires_grad)
+def _like_factory(factory, name: str):
+    """name(t, dtype=None, device=None, requires_grad=False): factory(*shape, ...) with t's shape, and t's dtype
+    and device unless given, as torch.<name>."""
+    def like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+        shape, dt, dev = _like_args(t, dtype, device)
+        return factory(*shape, dtype=dt, device=dev, requires_grad=requires_grad)
+
+    like.__name__ = like.__qualname__ = name
+    like.__doc__ = f"A {factory.__name__} tensor shaped like t (t's dtype and device unless given), as torch.{name}."
+    return like
 
 
-def ones_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape, dt, dev = _like_args(t, dtype, device)
-    return ones(*shape, dtype=dt, device=dev, requires_grad=requires_grad)
-
-
-def randn_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape, dt, dev = _like_args(t, dtype, device)
-    return randn(*shape, dtype=dt, device=dev, requires_grad=requires_grad)
-
-
-def rand_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape, dt, dev = _like_args(t, dtype, device)
-    return rand(*shape, dtype=dt, device=dev, requires_grad=requires_grad)
+zeros_like = _like_factory(zeros, "zeros_like")
+ones_like = _like_factory(ones, "ones_like")
+randn_like = _like_factory(randn, "randn_like")
+rand_like = _like_factory(rand, "rand_like")
 
 
 def _dtype_of(t):

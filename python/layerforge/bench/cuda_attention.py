@@ -6,8 +6,7 @@ backend, on the same CUDA stream, forward and forward + backward, causal or not,
 (or without cupy), so `python -m layerforge bench` runs everywhere."""
 from __future__ import annotations
 
-from .cuda_matmul import _gpu_ready, _torch_cuda
-from .cuda_timing import time_pair_cuda
+from .cuda_timing import gpu_ready, time_pair_cuda, torch_cuda
 from .harness import Case
 
 
@@ -17,7 +16,7 @@ def _case(B: int, H: int, L: int, D: int, causal: bool, backward: bool) -> Case:
 
         from .. import cuda, ops
 
-        torch = _torch_cuda()
+        torch = torch_cuda()
         if torch is not None:  # one set of bf16 values for both sides
             tq, tk, tv, tg = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
             q, k, v, g = (cp.asarray(t.view(torch.int16)).view(cp.uint16) for t in (tq, tk, tv, tg))
@@ -59,7 +58,7 @@ def _case(B: int, H: int, L: int, D: int, causal: bool, backward: bool) -> Case:
 
 
 def cases(quick: bool = False):
-    if not _gpu_ready():
+    if not gpu_ready():
         return
     lengths = [1024, 4096] if quick else [1024, 2048, 4096, 8192]
     for D in (64, 128):

@@ -3,28 +3,8 @@ float32, and against torch.matmul on CUDA for bfloat16 and TF32. Yields nothing 
 without cupy), so `python -m layerforge bench` runs everywhere."""
 from __future__ import annotations
 
-from .cuda_timing import time_pair_cuda
+from .cuda_timing import gpu_ready, time_pair_cuda, torch_cuda
 from .harness import Case
-
-
-def _gpu_ready() -> bool:
-    from .. import cuda
-
-    if not cuda.is_available():
-        return False
-    try:
-        import cupy  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _torch_cuda():
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch if torch.cuda.is_available() else None
 
 
 def _case(name: str, m: int, k: int, n: int, kind: str) -> Case:
@@ -62,7 +42,7 @@ def _case(name: str, m: int, k: int, n: int, kind: str) -> Case:
             # cupy calls cuBLAS sgemm; TF32 stays off unless CUPY_TF32=1 was set before importing cupy.
             out_peer = cp.empty((m, n), cp.float32)
             return ours, (lambda: cp.matmul(a, b, out=out_peer)), "cupy (cuBLAS, TF32 off)"
-        torch = _torch_cuda()
+        torch = torch_cuda()
         if torch is None:
             return ours, None, "-"
         dtype = torch.bfloat16 if kind == "bfloat16" else torch.float32
@@ -85,7 +65,7 @@ def _case(name: str, m: int, k: int, n: int, kind: str) -> Case:
 
 
 def cases(quick: bool = False):
-    if not _gpu_ready():
+    if not gpu_ready():
         return
     squares = [4096] if quick else [4096, 8192]
     for s in squares:

@@ -10,30 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cuda_timing import cupy_if_ready, torch_cuda
 from .harness import Case
 
 REPS = 10
 ADAM_PARAMS = 100_000_000
-
-
-def _cupy():
-    from .. import cuda
-
-    if not cuda.is_available():
-        return None
-    try:
-        import cupy
-    except ImportError:
-        return None
-    return cupy
-
-
-def _torch_cuda():
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch if torch.cuda.is_available() else None
 
 
 def _repeat(sync, fn):
@@ -86,7 +67,7 @@ def _adam_case(cp) -> Case:
             ops.optim.adam_step_multi(ps, gs, ms, vs, step=step[0], lr=1e-3)
 
         peer, name = None, "torch.optim.Adam(fused=True): not available"
-        torch = _torch_cuda()
+        torch = torch_cuda()
         if torch is not None:
             tps = [torch.nn.Parameter(torch.as_tensor(p, device="cuda").clone()) for p in ps]
             for tp, g in zip(tps, gs):
@@ -116,7 +97,7 @@ def _layer_norm_case(cp, r: int, d: int) -> Case:
             return ops.layer_norm_backward(g, x, mean, rstd, w)
 
         peer, name = None, "torch.cuda: not available"
-        torch = _torch_cuda()
+        torch = torch_cuda()
         if torch is not None:
             tx = torch.as_tensor(x, device="cuda").requires_grad_()
             tg = torch.as_tensor(g, device="cuda")
@@ -144,7 +125,7 @@ def _xent_case(cp, n: int, c: int) -> Case:
         sync = cp.cuda.get_current_stream().synchronize
 
         peer, name = None, "torch.cuda: not available"
-        torch = _torch_cuda()
+        torch = torch_cuda()
         if torch is not None:
             tx = torch.as_tensor(x, device="cuda").requires_grad_()
             tt = torch.as_tensor(t, device="cuda")
@@ -162,7 +143,7 @@ def _xent_case(cp, n: int, c: int) -> Case:
 
 
 def cases(quick: bool = False):
-    cp = _cupy()
+    cp = cupy_if_ready()
     if cp is None:  # no GPU, no CUDA module or no cupy: nothing to measure here
         return
     yield _copy_case(cp)

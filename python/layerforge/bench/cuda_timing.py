@@ -1,9 +1,38 @@
 """Timing GPU work honestly: CUDA events around blocks of calls, not the host clock (a kernel launch
-returns before the kernel has run). Used as `Case.timer` by the GPU benchmark families."""
+returns before the kernel has run). Used as `Case.timer` by the GPU benchmark families, which also take
+their GPU probes from here."""
 from __future__ import annotations
 
-import statistics
 from typing import Callable
+
+from .harness import time_rounds
+
+
+def cupy_if_ready():
+    """cupy when layerforge can use a GPU and cupy is installed, else None (the GPU families then yield no
+    cases)."""
+    from .. import cuda
+
+    if not cuda.is_available():
+        return None
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy
+
+
+def gpu_ready() -> bool:
+    return cupy_if_ready() is not None
+
+
+def torch_cuda():
+    """torch when it is installed and sees a GPU (the peer of the GPU cases), else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
 
 
 def _block_seconds(cp, fn: Callable[[], object], n: int) -> float:
@@ -34,17 +63,4 @@ def time_pair_cuda(ours: Callable, peer: Callable | None, rounds: int = 7, block
     cp.cuda.Device().synchronize()
     t = _block_seconds(cp, ours, 1)
     n = max(1, min(10000, int(block_seconds / max(t, 1e-7))))
-    t_ours, t_peer, ratios = [], [], []
-    for _ in range(rounds):
-        a = _block_seconds(cp, ours, n)
-        t_ours.append(a)
-        if peer is not None:
-            b = _block_seconds(cp, peer, n)
-            t_peer.append(b)
-            ratios.append(b / a)
-    return (
-        statistics.median(t_ours),
-        statistics.median(t_peer) if t_peer else None,
-        statistics.median(ratios) if ratios else None,
-        (min(ratios), max(ratios)) if ratios else None,
-    )
+    return time_rounds(lambda fn: _block_seconds(cp, fn, n), ours, peer, rounds)

@@ -82,12 +82,19 @@ def time_pair(ours: Callable, peer: Callable | None, rounds: int = 7, block_seco
         peer()
     t = _block_time(ours, 1)
     n = max(1, int(block_seconds / max(t, 1e-7)))
+    return time_rounds(lambda fn: _block_time(fn, n, settle), ours, peer, rounds)
+
+
+def time_rounds(time_block: Callable[[Callable], float], ours: Callable, peer: Callable | None, rounds: int):
+    """The timing loop of time_pair (and of cuda_timing.time_pair_cuda): `rounds` rounds of
+    time_block(ours) then time_block(peer) (seconds per call of a block of calls); returns the medians
+    of ours' and the peer's times, the median of the per-round ratios peer/ours and their range."""
     t_ours, t_peer, ratios = [], [], []
     for _ in range(rounds):
-        a = _block_time(ours, n, settle)
+        a = time_block(ours)
         t_ours.append(a)
         if peer is not None:
-            b = _block_time(peer, n, settle)
+            b = time_block(peer)
             t_peer.append(b)
             ratios.append(b / a)
     return (

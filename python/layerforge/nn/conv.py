@@ -3,13 +3,10 @@
 and reprs, on nn.functional's conv2d / pooling ops (NCHW, or unbatched CHW as torch)."""
 from __future__ import annotations
 
-import math
-
 from . import functional as F
-from . import init
 from ..ops._common import as_int, pair
 from ..tensor import _check_device, _t
-from .layers import _empty
+from .layers import _add_weight_and_bias, _reset_weight_and_bias
 from .module import Module
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
@@ -74,19 +71,11 @@ class Conv2d(Module):
                              "(only 'zeros')")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.padding_mode = padding_mode
-        self.weight = _empty(out_channels, in_channels // groups, *self.kernel_size, dtype=dtype)
-        if bias:
-            self.bias = _empty(out_channels, dtype=dtype)
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _add_weight_and_bias(self, (out_channels, in_channels // groups) + self.kernel_size, bias, dtype)
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
-            bound = 1 / math.sqrt(fan_in)
-            init.uniform_(self.bias, -bound, bound)
+        fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]  # >= 1
+        _reset_weight_and_bias(self.weight, self.bias, fan_in)
 
     def forward(self, x):
         x = _t(x)

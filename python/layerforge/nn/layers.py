@@ -21,6 +21,26 @@ def _empty(*shape, dtype=None):
     return Parameter(np.zeros(shape, dtype=np.dtype(dtype) if dtype is not None else np.float32))
 
 
+def _add_weight_and_bias(module: Module, weight_shape: tuple, bias: bool, dtype=None):
+    """module.weight of weight_shape and module.bias of (weight_shape[0],) (or a None parameter without
+    bias), then module.reset_parameters() (Linear, Conv2d)."""
+    module.weight = _empty(*weight_shape, dtype=dtype)
+    if bias:
+        module.bias = _empty(weight_shape[0], dtype=dtype)
+    else:
+        module.register_parameter("bias", None)
+    module.reset_parameters()
+
+
+def _reset_weight_and_bias(weight, bias, fan_in: int):
+    """torch's default init of Linear and Conv2d: kaiming_uniform_(a=sqrt(5)) for the weight,
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the bias (None: none)."""
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(bias, -bound, bound)
+
+
 class Identity(Module):
     def __init__(self, *args, **kwargs):
         super().__init__()
@@ -36,18 +56,10 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.weight = _empty(out_features, in_features, dtype=dtype)
-        if bias:
-            self.bias = _empty(out_features, dtype=dtype)
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _add_weight_and_bias(self, (out_features, in_features), bias, dtype)
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        _reset_weight_and_bias(self.weight, self.bias, self.in_features)
 
     def forward(self, x):
         x = _t(x)

@@ -27,6 +27,29 @@ def _check_hidden(layer, name, t, expected):
         raise ValueError(f"{layer!r}: expected {name} of shape {_shape(expected)}, got {_shape(t.shape)}")
 
 
+def _check_input(layer, x, unbatched: tuple, batched: tuple, size_error: str):
+    """x's ndim is unbatched[0] or batched[0] (layouts unbatched[1], batched[1]) and its last dim is
+    layer.input_size; size_error: the message for the latter, with {got} and {expected}."""
+    if x.ndim not in (unbatched[0], batched[0]):
+        raise ValueError(f"{layer!r}: expected input to be {unbatched[0]}-D {unbatched[1]} or {batched[0]}-D "
+                         f"{batched[1]}, got shape {_shape(x.shape)}")
+    if x.shape[-1] != layer.input_size:
+        raise ValueError(f"{layer!r}: {size_error.format(got=x.shape[-1], expected=layer.input_size)} "
+                         f"(input of shape {_shape(x.shape)})")
+
+
+def _state_pair(layer, hx, names: tuple, expected: tuple):
+    """hx = (h, c) as tensors of shape `expected` (their names in errors), or (None, None) for hx None."""
+    if hx is None:
+        return None, None
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise ValueError(f"{layer!r}: hx must be a tuple ({names[0]}, {names[1]})")
+    h, c = _t(hx[0]), _t(hx[1])
+    _check_hidden(layer, names[0], h, expected)
+    _check_hidden(layer, names[1], c, expected)
+    return h, c
+
+
 def _reset_uniform(module):
     # torch's RNNBase / RNNCellBase.reset_parameters: every parameter from U(-1/sqrt(H), 1/sqrt(H))
     bound = 1.0 / math.sqrt(module.hidden_size) if module.hidden_size > 0 else 0.0
@@ -97,12 +120,8 @@ class LSTM(Module):
 
     def forward(self, input, hx=None):
         x = _t(input)
-        if x.ndim not in (2, 3):
-            raise ValueError(f"{self!r}: expected input to be 2-D (T, I) or 3-D "
-                             f"({'(B, T, I)' if self.batch_first else '(T, B, I)'}), got shape {_shape(x.shape)}")
-        if x.shape[-1] != self.input_size:
-            raise ValueError(f"{self!r}: input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                             f"got {x.shape[-1]} (input of shape {_shape(x.shape)})")
+        _check_input(self, x, (2, "(T, I)"), (3, "((B, T, I))" if self.batch_first else "((T, B, I))"),
+                     "input.size(-1) must be equal to input_size. Expected {expected}, got {got}")
         batched = x.ndim == 3
         if not batched:
             x = x.unsqueeze(1)
@@ -110,17 +129,11 @@ class LSTM(Module):
             x = x.transpose(0, 1)
         B = x.shape[1]
         D = 2 if self.bidirectional else 1
-        h0 = c0 = None
-        if hx is not None:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise ValueError(f"{self!r}: hx must be a tuple (h_0, c_0)")
-            h0, c0 = _t(hx[0]), _t(hx[1])
-            expected = (self.num_layers * D, B, self.hidden_size) if batched else (self.num_layers * D,
-                                                                                  self.hidden_size)
-            _check_hidden(self, "h_0", h0, expected)
-            _check_hidden(self, "c_0", c0, expected)
-            if not batched:
-                h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+        expected = (self.num_layers * D, B, self.hidden_size) if batched else (self.num_layers * D,
+                                                                              self.hidden_size)
+        h0, c0 = _state_pair(self, hx, ("h_0", "c_0"), expected)
+        if hx is not None and not batched:
+            h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
         h_n, c_n = [], []
         layer_input = x  # (T, B, I) then (T, B, D*H)
         for layer in range(self.num_layers):
@@ -182,24 +195,15 @@ class LSTMCell(Module):
 
     def forward(self, input, hx=None):
         x = _t(input)
-        if x.ndim not in (1, 2):
-            raise ValueError(f"{self!r}: expected input to be 1-D (I,) or 2-D (B, I), got shape {_shape(x.shape)}")
-        if x.shape[-1] != self.input_size:
-            raise ValueError(f"{self!r}: input has inconsistent input_size: got {x.shape[-1]}, expected "
-                             f"{self.input_size} (input of shape {_shape(x.shape)})")
+        _check_input(self, x, (1, "(I,)"), (2, "(B, I)"),
+                     "input has inconsistent input_size: got {got}, expected {expected}")
         batched = x.ndim == 2
         if not batched:
             x = x.unsqueeze(0)
-        h = c = None
-        if hx is not None:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise ValueError(f"{self!r}: hx must be a tuple (h, c)")
-            h, c = _t(hx[0]), _t(hx[1])
-            expected = (x.shape[0], self.hidden_size) if batched else (self.hidden_size,)
-            _check_hidden(self, "h", h, expected)
-            _check_hidden(self, "c", c, expected)
-            if not batched:
-                h, c = h.unsqueeze(0), c.unsqueeze(0)
+        expected = (x.shape[0], self.hidden_size) if batched else (self.hidden_size,)
+        h, c = _state_pair(self, hx, ("h", "c"), expected)
+        if hx is not None and not batched:
+            h, c = h.unsqueeze(0), c.unsqueeze(0)
         _, h1, c1 = F._LSTMLayer.apply(x.unsqueeze(0), h, c, self.weight_ih, self.weight_hh, self.bias_ih,
                                        self.bias_hh)
         if not batched:
