@@ -131,6 +131,23 @@ __device__ __forceinline__ A mask_term(const SdpaArgs& a, int64_t mbase, int64_t
     return static_cast<const A*>(a.mask)[o];
 }
 
+// Offset of batch index n (= b1 * B2 + b2) into the mask; 0 without a mask.
+__device__ __forceinline__ int64_t mask_batch_base(const SdpaArgs& a, int64_t n) {
+    return a.mask ? (n / a.B2) * a.ms[0] + (n % a.B2) * a.ms[1] : 0;
+}
+
+// The logit of query row i, key j from the score s = q.k: s scale + mask, -inf where !valid (a padding
+// row or key of the tile) or hidden by causality (j > i).
+template <typename A>
+__device__ __forceinline__ A masked_logit(const SdpaArgs& a, A s, A scale, int64_t mbase, int64_t i, int64_t j,
+                                          bool valid) {
+    if (!valid) return neg_inf<A>();
+    A x = s * scale;
+    if (a.mask) x += mask_term<A>(a, mbase, i, j);
+    if (a.causal && j > i) x = neg_inf<A>();
+    return x;
+}
+
 __device__ __forceinline__ bool dropout_kept(const SdpaArgs& a, int64_t n, int64_t i, int64_t j) {
     const uint64_t idx = (static_cast<uint64_t>(n) * static_cast<uint64_t>(a.L) + static_cast<uint64_t>(i)) *
                              static_cast<uint64_t>(a.S) + static_cast<uint64_t>(j);
@@ -147,6 +164,41 @@ template <typename A> constexpr int simt_keys_per_warp() { return sizeof(A) == 8
 
 // Copy rows [r0, r0 + rows) of a (rows x cols, row stride rs, unit column stride) matrix into shared memory
 // with row pitch `pitch`, zero rows past `valid` rows (row index relative to r0).
+// acc[r] += sum_{d < len} rows[r * pitch + d] * lane_row[d], r < R: the dot products of the warp's R rows
+// (shared memory, broadcast reads) with this lane's row (the lane's key).
+template <int R, typename T, typename A>
+__device__ __forceinline__ void simt_rows_dot(A (&acc)[R], const T* rows, int64_t pitch, const T* lane_row,
+                                              int64_t len) {
+    for (int64_t d = 0; d < len; ++d) {
+        const A kv = to_acc(lane_row[d]);
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r] += to_acc(rows[r * pitch + d]) * kv;
+    }
+}
+
+// acc[r][t] += sum_{jj < count} coef[r] of lane jj * mat[jj * pitch + f], f = lane + 32 t < width, t < nchunks:
+// (R x count coefficients, one column per lane) @ (count x width matrix in shared memory), lane = feature.
+template <int R, typename T, typename A>
+__device__ __forceinline__ void simt_accumulate_products(A (&acc)[R][kMaxChunks], const A (&coef)[R], const T* mat,
+                                                         int64_t pitch, int64_t width, int nchunks, int count,
+                                                         int lane) {
+    for (int jj = 0; jj < count; ++jj) {
+        A cj[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) cj[r] = __shfl_sync(0xffffffffu, coef[r], jj);
+        const T* row = mat + jj * pitch;
+#pragma unroll
+        for (int t = 0; t < kMaxChunks; ++t) {
+            if (t < nchunks) {
+                const int64_t f = lane + 32 * t;
+                const A v = f < width ? to_acc(row[f]) : A(0);
+#pragma unroll
+                for (int r = 0; r < R; ++r) acc[r][t] += cj[r] * v;
+            }
+        }
+    }
+}
+
 template <typename T>
 __device__ __forceinline__ void simt_load_rows(T* dst, int pitch, const T* src, int64_t rs, int rows, int64_t valid,
                                                int64_t cols) {
@@ -178,7 +230,7 @@ __global__ void __launch_bounds__(kSimtThreads) sdpa_fwd_simt(SdpaArgs a, int KT
     const T* Q = static_cast<const T*>(a.q) + batch_offset(a.qs, n, a.B2);
     const T* K = static_cast<const T*>(a.k) + batch_offset(a.ks, n, a.B2);
     const T* V = static_cast<const T*>(a.v) + batch_offset(a.vs, n, a.B2);
-    const int64_t mbase = a.mask ? (n / a.B2) * a.ms[0] + (n % a.B2) * a.ms[1] : 0;
+    const int64_t mbase = mask_batch_base(a, n);
     simt_load_rows(Qs, static_cast<int>(D), Q + i0 * a.qs.row, a.qs.row, kSimtRows, L - i0, D);
 
     const int nf = static_cast<int>((Dv + 31) / 32);
@@ -201,27 +253,13 @@ __global__ void __launch_bounds__(kSimtThreads) sdpa_fwd_simt(SdpaArgs a, int KT
         A s[R];
 #pragma unroll
         for (int r = 0; r < R; ++r) s[r] = A(0);
-        if (lane < kc) {
-            const T* kr = Ks + lane * (D + 1);
-            const T* qr = Qs + warp * R * D;
-            for (int64_t d = 0; d < D; ++d) {
-                const A kv = to_acc(kr[d]);
-#pragma unroll
-                for (int r = 0; r < R; ++r) s[r] += to_acc(qr[r * D + d]) * kv;
-            }
-        }
+        if (lane < kc) simt_rows_dot(s, Qs + warp * R * D, D, Ks + lane * (D + 1), D);
         const int64_t j = j0 + lane;
         A p[R];
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             const int64_t i = i0 + warp * R + r;
-            A x = s[r] * scale;
-            if (lane >= kc || i >= L) {
-                x = neg_inf<A>();
-            } else {
-                if (a.mask) x += mask_term<A>(a, mbase, i, j);
-                if (a.causal && j > i) x = neg_inf<A>();
-            }
+            const A x = masked_logit(a, s[r], scale, mbase, i, j, lane < kc && i < L);
             const A mn = fmax(m[r], warp_max(x));
             const A mu = mn == neg_inf<A>() ? A(0) : mn;  // everything masked so far: p = 0, alpha = 0
             A pr = acc_exp(x - mu);
@@ -233,21 +271,7 @@ __global__ void __launch_bounds__(kSimtThreads) sdpa_fwd_simt(SdpaArgs a, int KT
             if (a.dropout && lane < kc && i < L) pr = dropout_kept(a, n, i, j) ? pr * static_cast<A>(a.inv_keep) : A(0);
             p[r] = pr;
         }
-        for (int jj = 0; jj < kc; ++jj) {
-            A pj[R];
-#pragma unroll
-            for (int r = 0; r < R; ++r) pj[r] = __shfl_sync(0xffffffffu, p[r], jj);
-            const T* vr = Vs + jj * Dv;
-#pragma unroll
-            for (int t = 0; t < kMaxChunks; ++t) {
-                if (t < nf) {
-                    const int64_t f = lane + 32 * t;
-                    const A vv = f < Dv ? to_acc(vr[f]) : A(0);
-#pragma unroll
-                    for (int r = 0; r < R; ++r) o[r][t] += pj[r] * vv;
-                }
-            }
-        }
+        simt_accumulate_products(o, p, Vs, Dv, Dv, nf, kc, lane);  // O += P V
     }
     T* O = static_cast<T*>(a.out) + batch_offset(a.os, n, a.B2);
     A* LSE = static_cast<A*>(a.lse) + batch_offset(a.lse_s, n, a.B2);
@@ -317,7 +341,7 @@ __global__ void __launch_bounds__(kSimtThreads) sdpa_bwd_dq_simt(SdpaArgs a, int
     const T* G = static_cast<const T*>(a.dout) + batch_offset(a.gs, n, a.B2);
     const T* K = static_cast<const T*>(a.k) + batch_offset(a.ks, n, a.B2);
     const T* V = static_cast<const T*>(a.v) + batch_offset(a.vs, n, a.B2);
-    const int64_t mbase = a.mask ? (n / a.B2) * a.ms[0] + (n % a.B2) * a.ms[1] : 0;
+    const int64_t mbase = mask_batch_base(a, n);
     simt_load_rows(Qs, static_cast<int>(D), Q + i0 * a.qs.row, a.qs.row, kSimtRows, L - i0, D);
     simt_load_rows(Gs, static_cast<int>(Dv), G + i0 * a.gs.row, a.gs.row, kSimtRows, L - i0, Dv);
     const A* st_lse = static_cast<const A*>(a.stat_lse) + n * a.Lpad;
@@ -345,53 +369,21 @@ __global__ void __launch_bounds__(kSimtThreads) sdpa_bwd_dq_simt(SdpaArgs a, int
 #pragma unroll
         for (int r = 0; r < R; ++r) s[r] = dp[r] = A(0);
         if (lane < kc) {
-            const T* kr = Ks + lane * (D + 1);
-            const T* qr = Qs + warp * R * D;
-            for (int64_t d = 0; d < D; ++d) {
-                const A kv = to_acc(kr[d]);
-#pragma unroll
-                for (int r = 0; r < R; ++r) s[r] += to_acc(qr[r * D + d]) * kv;
-            }
-            const T* vr = Vs + lane * (Dv + 1);
-            const T* gr = Gs + warp * R * Dv;
-            for (int64_t d = 0; d < Dv; ++d) {
-                const A vv = to_acc(vr[d]);
-#pragma unroll
-                for (int r = 0; r < R; ++r) dp[r] += to_acc(gr[r * Dv + d]) * vv;
-            }
+            simt_rows_dot(s, Qs + warp * R * D, D, Ks + lane * (D + 1), D);
+            simt_rows_dot(dp, Gs + warp * R * Dv, Dv, Vs + lane * (Dv + 1), Dv);
         }
         const int64_t j = j0 + lane;
         A ds[R];
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             const int64_t i = i0 + warp * R + r;
-            A x = s[r] * scale;
-            if (lane >= kc || i >= L) {
-                x = neg_inf<A>();
-            } else {
-                if (a.mask) x += mask_term<A>(a, mbase, i, j);
-                if (a.causal && j > i) x = neg_inf<A>();
-            }
+            const A x = masked_logit(a, s[r], scale, mbase, i, j, lane < kc && i < L);
             const A pr = acc_exp(x - lse_r[r]);  // 0 for masked entries and rows (lse = +inf)
             A dpr = dp[r];
             if (a.dropout && lane < kc && i < L) dpr = dropout_kept(a, n, i, j) ? dpr * static_cast<A>(a.inv_keep) : A(0);
             ds[r] = pr * (dpr - del_r[r]);
         }
-        for (int jj = 0; jj < kc; ++jj) {
-            A dsj[R];
-#pragma unroll
-            for (int r = 0; r < R; ++r) dsj[r] = __shfl_sync(0xffffffffu, ds[r], jj);
-            const T* kr = Ks + jj * (D + 1);
-#pragma unroll
-            for (int t = 0; t < kMaxChunks; ++t) {
-                if (t < nfq) {
-                    const int64_t f = lane + 32 * t;
-                    const A kv = f < D ? to_acc(kr[f]) : A(0);
-#pragma unroll
-                    for (int r = 0; r < R; ++r) dq[r][t] += dsj[r] * kv;
-                }
-            }
-        }
+        simt_accumulate_products(dq, ds, Ks, D + 1, D, nfq, kc, lane);  // dQ += dS K
     }
     T* DQ = static_cast<T*>(a.dq) + n * L * D;
 #pragma unroll
@@ -427,7 +419,7 @@ __global__ void __launch_bounds__(kSimtThreads) sdpa_bwd_dkdv_simt(SdpaArgs a, i
     const T* G = static_cast<const T*>(a.dout) + batch_offset(a.gs, n, a.B2);
     const T* K = static_cast<const T*>(a.k) + batch_offset(a.ks, n, a.B2);
     const T* V = static_cast<const T*>(a.v) + batch_offset(a.vs, n, a.B2);
-    const int64_t mbase = a.mask ? (n / a.B2) * a.ms[0] + (n % a.B2) * a.ms[1] : 0;
+    const int64_t mbase = mask_batch_base(a, n);
     simt_load_rows(Ks, static_cast<int>(D), K + j0 * a.ks.row, a.ks.row, BK, S - j0, D);
     simt_load_rows(Vs, static_cast<int>(Dv), V + j0 * a.vs.row, a.vs.row, BK, S - j0, Dv);
     const A* st_lse = static_cast<const A*>(a.stat_lse) + n * a.Lpad;
@@ -466,13 +458,7 @@ __global__ void __launch_bounds__(kSimtThreads) sdpa_bwd_dkdv_simt(SdpaArgs a, i
                 const T* vr = Vs + jl * Dv;
                 for (int64_t d = 0; d < Dv; ++d) dp += to_acc(gr[d]) * to_acc(vr[d]);
             }
-            A x = s * scale;
-            if (!row_ok || j >= S) {
-                x = neg_inf<A>();
-            } else {
-                if (a.mask) x += mask_term<A>(a, mbase, i, j);
-                if (a.causal && j > i) x = neg_inf<A>();
-            }
+            const A x = masked_logit(a, s, scale, mbase, i, j, row_ok && j < S);
             const A p = acc_exp(x - lse_i);
             A pk = p, dpk = dp;
             if (a.dropout && row_ok && j < S) {
@@ -822,7 +808,7 @@ __global__ void __launch_bounds__(kTcThreads) sdpa_fwd_tc(SdpaArgs a) {
     const T* Q = static_cast<const T*>(a.q) + batch_offset(a.qs, n, a.B2);
     const T* K = static_cast<const T*>(a.k) + batch_offset(a.ks, n, a.B2);
     const T* V = static_cast<const T*>(a.v) + batch_offset(a.vs, n, a.B2);
-    const int64_t mbase = a.mask ? (n / a.B2) * a.ms[0] + (n % a.B2) * a.ms[1] : 0;
+    const int64_t mbase = mask_batch_base(a, n);
     const int64_t kend = a.causal ? lf_min(S, i0 + kTcRows) : S;
     const int64_t ntiles = (kend + kTcKeys - 1) / kTcKeys;
 
@@ -1008,7 +994,7 @@ __global__ void __launch_bounds__(kTcThreads) sdpa_bwd_dq_tc(SdpaArgs a) {
     const T* G = static_cast<const T*>(a.dout) + batch_offset(a.gs, n, a.B2);
     const T* K = static_cast<const T*>(a.k) + batch_offset(a.ks, n, a.B2);
     const T* V = static_cast<const T*>(a.v) + batch_offset(a.vs, n, a.B2);
-    const int64_t mbase = a.mask ? (n / a.B2) * a.ms[0] + (n % a.B2) * a.ms[1] : 0;
+    const int64_t mbase = mask_batch_base(a, n);
     const int64_t kend = a.causal ? lf_min(S, i0 + kTcRows) : S;
     const int64_t ntiles = (kend + kTcKeys - 1) / kTcKeys;
     const int64_t warp_row0 = i0 + warp * 16;
@@ -1089,7 +1075,7 @@ __global__ void __launch_bounds__(kTcThreads) sdpa_bwd_dkdv_tc(SdpaArgs a) {
     const T* G = static_cast<const T*>(a.dout) + batch_offset(a.gs, n, a.B2);
     const T* K = static_cast<const T*>(a.k) + batch_offset(a.ks, n, a.B2);
     const T* V = static_cast<const T*>(a.v) + batch_offset(a.vs, n, a.B2);
-    const int64_t mbase = a.mask ? (n / a.B2) * a.ms[0] + (n % a.B2) * a.ms[1] : 0;
+    const int64_t mbase = mask_batch_base(a, n);
     const float* st_lse = static_cast<const float*>(a.stat_lse) + n * a.Lpad;
     const float* st_delta = static_cast<const float*>(a.stat_delta) + n * a.Lpad;
     const int64_t warp_key0 = j0 + warp * 16;
