@@ -117,19 +117,25 @@ __global__ void activation_kernel(int act, bool backward, const T* a, const T* s
 // f(c, a[c], b[c]) for the columns c of one row owned by thread `tid` of the `nthr` sharing it (b may be
 // null: 0 is passed). vec: packs of N (row starts 16-byte aligned and C % N == 0), else single elements;
 // either way consecutive threads read consecutive memory.
+// av = a[c, c + N), bv = b[c, c + N) or zeros without b (one 16-byte pack each).
+template <typename T, int N>
+__device__ __forceinline__ void ld_pair(const T* a, const T* b, int64_t c, T (&av)[N], T (&bv)[N]) {
+    ld(a + c, av);
+    if (b) {
+        ld(b + c, bv);
+    } else {
+#pragma unroll
+        for (int j = 0; j < N; ++j) bv[j] = T(0);
+    }
+}
+
 template <typename T, typename F>
 __device__ __forceinline__ void for_row(const T* a, const T* b, int64_t C, bool vec, int tid, int nthr, F&& f) {
     constexpr int N = Pack<T>::N;
     if (vec) {
         for (int64_t c = static_cast<int64_t>(tid) * N; c < C; c += static_cast<int64_t>(nthr) * N) {
             T av[N], bv[N];
-            ld(a + c, av);
-            if (b) {
-                ld(b + c, bv);
-            } else {
-#pragma unroll
-                for (int j = 0; j < N; ++j) bv[j] = T(0);
-            }
+            ld_pair(a, b, c, av, bv);
 #pragma unroll
             for (int j = 0; j < N; ++j) f(c + j, av[j], bv[j]);
         }
@@ -146,13 +152,7 @@ __device__ __forceinline__ void map_row(const T* a, const T* b, T* out, int64_t 
     if (vec) {
         for (int64_t c = static_cast<int64_t>(tid) * N; c < C; c += static_cast<int64_t>(nthr) * N) {
             T av[N], bv[N], ov[N];
-            ld(a + c, av);
-            if (b) {
-                ld(b + c, bv);
-            } else {
-#pragma unroll
-                for (int j = 0; j < N; ++j) bv[j] = T(0);
-            }
+            ld_pair(a, b, c, av, bv);
 #pragma unroll
             for (int j = 0; j < N; ++j) ov[j] = f(c + j, av[j], bv[j]);
             st(out + c, ov);

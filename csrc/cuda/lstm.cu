@@ -41,6 +41,7 @@
 #include "layerforge/detail/lstm_checks.h"
 #include "layerforge/gemm.h"
 #include "check.cuh"
+#include "ew_util.cuh"
 #include "launch_util.cuh"
 
 namespace layerforge {
@@ -129,13 +130,7 @@ __device__ __forceinline__ void lstm_bwd_unit(const LstmParams<T>& p, int64_t t,
 }
 
 // ------------------------------------------------------------------ block GEMM (persistent kernels)
-__device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
-    const float4 x = *reinterpret_cast<const float4*>(p);
-    v[0] = x.x;
-    v[1] = x.y;
-    v[2] = x.z;
-    v[3] = x.w;
-}
+__device__ __forceinline__ void load4(const float* p, float (&v)[4]) { ew::ld(p, v); }  // one float4
 __device__ __forceinline__ void load4(const double* p, double (&v)[4]) {
     const double2 x = *reinterpret_cast<const double2*>(p);
     const double2 y = *reinterpret_cast<const double2*>(p + 2);
