@@ -21,6 +21,7 @@ FAMILIES: dict[str, str] = {
     "lstm": "layerforge.bench.lstm",
     "attention": "layerforge.bench.attention",
     "nn": "layerforge.bench.nn",
+    "cuda_conv": "layerforge.bench.cuda_conv",
 }
 
 
@@ -139,11 +140,13 @@ def run(families: Iterable[str], json_path: str | None = None, results_path: str
         print(f"\n## {fam}")
         header = f"{'case':<34} {'ours':>11} {'peer':>11} {'peer/ours':>10} {'ours ' + 'rate':>14} {'% peak':>7}"
         print(header)
+        timer = getattr(mod, "time_pair", time_pair)  # GPU families bring a CUDA-event timer
         for case in mod.cases(quick):
             ours, peer, peer_name = case.setup()
-            t_o, t_p, ratio, spread = time_pair(ours, peer, rounds=rounds if not quick else 3)
+            t_o, t_p, ratio, spread = timer(ours, peer, rounds=rounds if not quick else 3)
             rate = case.work / t_o / 1e9
-            pct = 100.0 * rate / info["peak_gflops"] if case.unit == "GFLOP/s" else None
+            on_cpu = case.extra.get("device", "cpu") == "cpu"  # % of the CPU's peak means nothing on a GPU
+            pct = 100.0 * rate / info["peak_gflops"] if case.unit == "GFLOP/s" and on_cpu else None
             row = {
                 "family": fam, "case": case.name, "peer": peer_name, "ours_s": t_o, "peer_s": t_p,
                 "ratio": ratio, "ratio_min": spread[0] if spread else None,
