@@ -1,3 +1,4 @@
+import os
 import zlib
 
 import numpy as np
@@ -5,6 +6,13 @@ import pytest
 
 import layerforge
 from layerforge import _C
+
+# GPU tests on the CPU emulator of the CUDA execution model (tests/cuda_emu): LAYERFORGE_CUDA_EMULATOR names
+# a module built by tests/cuda_emu/build.py; it stands in for layerforge._cuda, and numpy for cupy.
+if os.environ.get("LAYERFORGE_CUDA_EMULATOR"):
+    from cuda_emu import install
+
+    install(os.environ["LAYERFORGE_CUDA_EMULATOR"])
 
 
 def _available_paths():

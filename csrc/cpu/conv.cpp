@@ -9,6 +9,7 @@
 
 #include "cpu_internal.h"
 #include "convpool_internal.h"
+#include "layerforge/detail/convpool_checks.h"
 #include "layerforge/gemm.h"
 #include "layerforge/runtime.h"
 
@@ -17,15 +18,6 @@
 #endif
 
 namespace layerforge {
-
-namespace detail {
-
-void require_contiguous(const View& v, const char* op, const char* name) {
-    if (!v.is_contiguous())
-        throw ValueError(std::string(op) + ": " + name + " must be C-contiguous (the Python layer copies)");
-}
-
-}  // namespace detail
 
 namespace {
 
@@ -40,84 +32,6 @@ const char* algo_name(Algo a) {
         case Algo::im2col: return "im2col_gemm";
     }
     return "?";
-}
-
-ConvGeo make_geo(const View& x, const View& w, const Conv2dParams& p, const char* op) {
-    if (x.ndim != 4) throw ValueError(std::string(op) + ": x must be 4-d, got shape " + x.shape_str());
-    if (w.ndim != 4) throw ValueError(std::string(op) + ": weight must be 4-d, got shape " + w.shape_str());
-    if (x.dtype != DType::f32 && x.dtype != DType::f64)
-        throw DTypeError(std::string(op) + ": x has unsupported dtype " + dtype_name(x.dtype));
-    if (w.dtype != x.dtype)
-        throw DTypeError(std::string(op) + ": weight dtype " + dtype_name(w.dtype) + " differs from x dtype " +
-                         dtype_name(x.dtype));
-    if (p.stride_h < 1 || p.stride_w < 1) throw ValueError(std::string(op) + ": stride must be positive");
-    if (p.dil_h < 1 || p.dil_w < 1) throw ValueError(std::string(op) + ": dilation must be positive");
-    if (p.pad_top < 0 || p.pad_bottom < 0 || p.pad_left < 0 || p.pad_right < 0)
-        throw ValueError(std::string(op) + ": padding must be non-negative");
-    if (p.groups < 1) throw ValueError(std::string(op) + ": groups must be positive");
-    ConvGeo g{};
-    g.nhwc = p.layout == Layout::NHWC;
-    g.N = x.shape[0];
-    g.C = g.nhwc ? x.shape[3] : x.shape[1];
-    g.H = g.nhwc ? x.shape[1] : x.shape[2];
-    g.W = g.nhwc ? x.shape[2] : x.shape[3];
-    g.K = w.shape[0];
-    g.Cg = g.nhwc ? w.shape[3] : w.shape[1];
-    g.R = g.nhwc ? w.shape[1] : w.shape[2];
-    g.S = g.nhwc ? w.shape[2] : w.shape[3];
-    g.G = p.groups;
-    if (g.C < 1 || g.H < 1 || g.W < 1 || g.K < 1 || g.R < 1 || g.S < 1 || g.Cg < 1)
-        throw ValueError(std::string(op) + ": empty dimension in x " + x.shape_str() + " or weight " +
-                         w.shape_str());
-    if (g.C % g.G || g.K % g.G)
-        throw ValueError(std::string(op) + ": groups=" + std::to_string(g.G) + " must divide the input channels (" +
-                         std::to_string(g.C) + ") and output channels (" + std::to_string(g.K) + ")");
-    if (g.Cg * g.G != g.C)
-        throw ValueError(std::string(op) + ": weight " + w.shape_str() + " expects " + std::to_string(g.Cg * g.G) +
-                         " input channels (C/groups * groups), x " + x.shape_str() + " has " + std::to_string(g.C));
-    g.Kg = g.K / g.G;
-    g.sh = p.stride_h;
-    g.sw = p.stride_w;
-    g.pt = p.pad_top;
-    g.pl = p.pad_left;
-    g.dh = p.dil_h;
-    g.dw = p.dil_w;
-    const int64_t eh = g.dh * (g.R - 1) + 1, ew = g.dw * (g.S - 1) + 1;
-    const int64_t Hp = g.H + p.pad_top + p.pad_bottom, Wp = g.W + p.pad_left + p.pad_right;
-    if (eh > Hp || ew > Wp)
-        throw ValueError(std::string(op) + ": kernel (" + std::to_string(eh) + ", " + std::to_string(ew) +
-                         ") with dilation is larger than the padded input (" + std::to_string(Hp) + ", " +
-                         std::to_string(Wp) + ")");
-    g.P = (Hp - eh) / g.sh + 1;
-    g.Q = (Wp - ew) / g.sw + 1;
-    detail::require_contiguous(x, op, "x");
-    detail::require_contiguous(w, op, "weight");
-    return g;
-}
-
-void check_like(const View& v, int64_t a, int64_t b, int64_t c, int64_t d, DType dt, const char* op,
-                const char* name) {
-    if (v.ndim != 4 || v.shape[0] != a || v.shape[1] != b || v.shape[2] != c || v.shape[3] != d)
-        throw ValueError(std::string(op) + ": " + name + " has shape " + v.shape_str() + ", expected (" +
-                         std::to_string(a) + ", " + std::to_string(b) + ", " + std::to_string(c) + ", " +
-                         std::to_string(d) + ")");
-    if (v.dtype != dt) throw DTypeError(std::string(op) + ": " + name + " dtype differs from x dtype");
-    detail::require_contiguous(v, op, name);
-}
-
-void check_out_shape(const View& out, const ConvGeo& g, DType dt, const char* op, const char* name) {
-    if (g.nhwc)
-        check_like(out, g.N, g.P, g.Q, g.K, dt, op, name);
-    else
-        check_like(out, g.N, g.K, g.P, g.Q, dt, op, name);
-}
-
-void check_vec(const View& b, int64_t K, DType dt, const char* op, const char* name) {
-    if (b.ndim != 1 || b.shape[0] != K)
-        throw ValueError(std::string(op) + ": " + name + " has shape " + b.shape_str() + ", expected (" +
-                         std::to_string(K) + ",)");
-    if (b.dtype != dt) throw DTypeError(std::string(op) + ": " + name + " dtype differs from x dtype");
-    if (b.shape[0] > 1 && b.strides[0] != 1) throw ValueError(std::string(op) + ": " + name + " must be contiguous");
 }
 
 // The algorithm per shape. C/groups == 1 with groups > 1 (depthwise, channel multipliers): direct loops
@@ -507,13 +421,11 @@ void backward_impl(const ConvGeo& g, const T* go, const T* x, const T* w, T* gx,
 }  // namespace
 
 std::string conv2d_algorithm(const View& x, const View& weight, const Conv2dParams& p) {
-    return algo_name(choose(make_geo(x, weight, p, "conv2d")));
+    return algo_name(choose(detail::conv_geometry(x, weight, p, "conv2d")));
 }
 
 void conv2d_forward(const View& x, const View& w, const View* bias, const View& out, const Conv2dParams& p) {
-    const ConvGeo g = make_geo(x, w, p, "conv2d");
-    check_out_shape(out, g, x.dtype, "conv2d", "out");
-    if (bias) check_vec(*bias, g.K, x.dtype, "conv2d", "bias");
+    const ConvGeo g = detail::check_conv2d_forward(x, w, bias, out, p);
     if (g.N == 0) return;
     if (x.dtype == DType::f32)
         forward_impl<float>(g, x.ptr<float>(), w.ptr<float>(), bias ? bias->ptr<float>() : nullptr, out.ptr<float>());
@@ -524,12 +436,7 @@ void conv2d_forward(const View& x, const View& w, const View* bias, const View& 
 
 void conv2d_backward(const View& grad_out, const View& x, const View& w, const View* grad_x,
                      const View* grad_weight, const View* grad_bias, const Conv2dParams& p) {
-    const char* op = "conv2d_backward";
-    const ConvGeo g = make_geo(x, w, p, op);
-    check_out_shape(grad_out, g, x.dtype, op, "grad_out");
-    if (grad_x) check_like(*grad_x, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.dtype, op, "grad_x");
-    if (grad_weight) check_like(*grad_weight, w.shape[0], w.shape[1], w.shape[2], w.shape[3], x.dtype, op, "grad_weight");
-    if (grad_bias) check_vec(*grad_bias, g.K, x.dtype, op, "grad_bias");
+    const ConvGeo g = detail::check_conv2d_backward(grad_out, x, w, grad_x, grad_weight, grad_bias, p);
     if (x.dtype == DType::f32)
         backward_impl<float>(g, grad_out.ptr<float>(), x.ptr<float>(), w.ptr<float>(),
                              grad_x ? grad_x->ptr<float>() : nullptr, grad_weight ? grad_weight->ptr<float>() : nullptr,

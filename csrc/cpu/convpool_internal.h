@@ -1,4 +1,4 @@
-// Internal to conv.cpp / pool.cpp and their AVX2 twins: the geometry structs and the loop kernels
+// Internal to conv.cpp / pool.cpp and their AVX2 twins: the loop kernels
 // (direct convolution for C/groups == 1, pooling). The kernels live in convpool_kernels.inc, compiled
 // twice: in the namespace `generic` (baseline ISA, conv.cpp/pool.cpp) and `avx2` (convpool_avx2.cpp,
 // -mavx2 -mfma), and chosen at run time by cpu_path(). The .inc uses no std:: templates, so no inline
@@ -6,19 +6,14 @@
 #pragma once
 #include <cstdint>
 
+#include "layerforge/detail/convpool_geometry.h"  // ConvGeo, PoolGeo (shared with the CUDA kernels)
+
 #ifndef LAYERFORGE_HAVE_AVX2_BUILD
 #define LAYERFORGE_HAVE_AVX2_BUILD 0
 #endif
 
 namespace layerforge {
-struct View;
 namespace detail {
-
-struct ConvGeo {
-    int64_t N, C, H, W, K, R, S, P, Q, G, Cg, Kg;
-    int64_t sh, sw, pt, pl, dh, dw;
-    bool nhwc;
-};
 
 // Elements of one zero-padded input plane for the NCHW direct kernel.
 inline int64_t direct_scratch_size(const ConvGeo& g) {
@@ -31,16 +26,6 @@ inline int64_t direct_bwd_scratch_size(const ConvGeo& g, int nt) {
     const int64_t a = direct_scratch_size(g), b = (g.H + (g.R - 1) * g.dh) * (g.W + (g.S - 1) * g.dw);
     return nt * ((a > b ? a : b) + g.R * g.S * 64);
 }
-
-struct PoolGeo {
-    int64_t N, C, H, W, P, Q;
-    int64_t kh, kw, sh, sw, ph, pw, dh, dw;
-    bool nhwc;
-    bool count_include_pad;
-    int64_t divisor;  // 0: none
-};
-
-void require_contiguous(const View& v, const char* op, const char* name);  // ValueError if not
 
 #define LF_DECLARE_CONVPOOL_KERNELS                                                                   \
     /* direct conv, C/groups == 1. NHWC takes wt = weight as (R*S, K) (transposed by the caller); */  \

@@ -1,5 +1,6 @@
 // Bindings of the convolution and pooling families (layerforge/conv.h, pool.h). Thin: arrays -> views,
-// release the GIL, call. Arguments are normalised (pairs, padding modes, output shapes) in Python.
+// release the GIL, call. Arguments are normalised (pairs, padding modes, output shapes) in Python and
+// unpacked by convpool_args.h (shared with the CUDA bindings, cuda_conv.cpp).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -10,17 +11,16 @@
 #include "layerforge/conv.h"
 #include "layerforge/pool.h"
 #include "common.h"
+#include "convpool_args.h"
 
 namespace layerforge {
 namespace py_bind {
 
-namespace {
+using py_args::conv_params;
+using py_args::parse_layout;
+using py_args::pool_params;
 
-Layout parse_layout(const std::string& s) {
-    if (s == "NCHW") return Layout::NCHW;
-    if (s == "NHWC") return Layout::NHWC;
-    throw ValueError("layout must be 'NCHW' or 'NHWC', got '" + s + "'");
-}
+namespace {
 
 View index_view(const py::array& arr, const char* name, bool writeable) {
     const py::dtype dt = arr.dtype();
@@ -38,42 +38,6 @@ View index_view(const py::array& arr, const char* name, bool writeable) {
     v.data = const_cast<void*>(arr.data());
     if (reinterpret_cast<uintptr_t>(v.data) % 8) throw ValueError(std::string(name) + ": data is not aligned");
     return v;
-}
-
-// params: (stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right, dil_h, dil_w, groups)
-Conv2dParams conv_params(const std::vector<int64_t>& a, const std::string& layout) {
-    if (a.size() != 9) throw ValueError("conv2d: internal: params must have 9 entries");
-    Conv2dParams p;
-    p.stride_h = a[0];
-    p.stride_w = a[1];
-    p.pad_top = a[2];
-    p.pad_bottom = a[3];
-    p.pad_left = a[4];
-    p.pad_right = a[5];
-    p.dil_h = a[6];
-    p.dil_w = a[7];
-    p.groups = a[8];
-    p.layout = parse_layout(layout);
-    return p;
-}
-
-// params: (kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, count_include_pad, divisor_override)
-Pool2dParams pool_params(const std::vector<int64_t>& a, const std::string& layout) {
-    if (a.size() != 11) throw ValueError("pooling: internal: params must have 11 entries");
-    Pool2dParams p;
-    p.kernel_h = a[0];
-    p.kernel_w = a[1];
-    p.stride_h = a[2];
-    p.stride_w = a[3];
-    p.pad_h = a[4];
-    p.pad_w = a[5];
-    p.dil_h = a[6];
-    p.dil_w = a[7];
-    p.ceil_mode = a[8] != 0;
-    p.count_include_pad = a[9] != 0;
-    p.divisor_override = a[10];
-    p.layout = parse_layout(layout);
-    return p;
 }
 
 }  // namespace

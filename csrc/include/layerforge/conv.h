@@ -1,4 +1,5 @@
-// layerforge/conv.h — 2-d convolution on the CPU, forward and backward (torch.nn.functional.conv2d).
+// layerforge/conv.h — 2-d convolution, forward and backward (torch.nn.functional.conv2d), on the CPU and
+// (namespace layerforge::cuda, at the end) on CUDA devices.
 //
 // Shapes (layout NCHW):  x (N, C, H, W), weight (K, C/groups, R, S), bias (K,), out (N, K, P, Q)
 //        (layout NHWC):  x (N, H, W, C), weight (K, R, S, C/groups), bias (K,), out (N, P, Q, K)
@@ -48,5 +49,42 @@ void conv2d_backward(const View& grad_out, const View& x, const View& weight, co
 
 // The algorithm conv2d_forward/backward use for these shapes: "direct", "gemm_1x1" or "im2col_gemm".
 std::string conv2d_algorithm(const View& x, const View& weight, const Conv2dParams& p);
+
+// ------------------------------------------------------------------------------------------------ CUDA
+// The same operations on device memory (csrc/cuda/conv.cu; built when nvcc is found): same views, params,
+// shapes, checks (layerforge/detail/convpool_checks.h) and written outputs, launched asynchronously on
+// `stream` (a cudaStream_t; nullptr = the legacy default stream). float32 and float64.
+//
+// Algorithm per shape (conv2d_algorithm() names it):
+//  * "direct"        C/groups == 1 with groups > 1 (depthwise, channel multipliers): one thread per output
+//                    (forward) / input (grad_x) element summing its taps; grad_weight and grad_bias as
+//                    split reductions. A GEMM per group would have Kg (1-2) columns against a 64-128 wide tile.
+//  * "implicit_gemm" everything else: output pixels x output channels, depth C/groups*R*S, tiles of the
+//                    virtual im2col matrix gathered from the image straight into shared memory (never
+//                    materialised). grad_x is the same kernel on grad_out with the flipped, transposed
+//                    weight (the transposed convolution; strides become divisibility tests); grad_weight
+//                    an implicit GEMM whose long N*P*Q reduction is split over blocks into partial buffers.
+// Determinism: no atomics anywhere; split partials are summed in a fixed order, so results are identical
+// from run to run on a given device (the split count depends on its multiprocessor count).
+namespace cuda {
+
+void conv2d_forward(const View& x, const View& weight, const View* bias, const View& out, const Conv2dParams& p,
+                    void* stream);
+
+// Workspace conv2d_backward needs, in elements of x's dtype (0 when none): the split partial sums of
+// grad_weight (when `grad_weight`) and grad_bias (when `grad_bias`).
+int64_t conv2d_backward_workspace_size(const View& x, const View& weight, const Conv2dParams& p, bool grad_weight,
+                                       bool grad_bias);
+
+// As layerforge::conv2d_backward; `workspace` is a contiguous 1-d device array of x's dtype with at least
+// conv2d_backward_workspace_size(...) elements (may be nullptr when that is 0).
+void conv2d_backward(const View& grad_out, const View& x, const View& weight, const View* grad_x,
+                     const View* grad_weight, const View* grad_bias, const Conv2dParams& p, const View* workspace,
+                     void* stream);
+
+// "direct" or "implicit_gemm" (see above).
+std::string conv2d_algorithm(const View& x, const View& weight, const Conv2dParams& p);
+
+}  // namespace cuda
 
 }  // namespace layerforge

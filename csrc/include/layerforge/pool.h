@@ -1,4 +1,5 @@
-// layerforge/pool.h — 2-d pooling on the CPU, forward and backward (torch.nn.functional semantics).
+// layerforge/pool.h — 2-d pooling, forward and backward (torch.nn.functional semantics), on the CPU and
+// (namespace layerforge::cuda, at the end) on CUDA devices.
 //
 // Shapes: x (N, C, H, W) for NCHW or (N, H, W, C) for NHWC; out (N, C, P, Q) / (N, P, Q, C).
 // Output sizes, padding rules and the tie-breaking of max follow PyTorch exactly:
@@ -46,5 +47,25 @@ void avg_pool2d_backward(const View& grad_out, const View& grad_x, const Pool2dP
 // Output size taken from out's shape.
 void adaptive_avg_pool2d_forward(const View& x, const View& out, Layout layout);
 void adaptive_avg_pool2d_backward(const View& grad_out, const View& grad_x, Layout layout);
+
+// ------------------------------------------------------------------------------------------------ CUDA
+// The same operations on device memory (csrc/cuda/pool.cu): same views, params, checks and results (max
+// values, indices and tie-breaking exactly as above), launched asynchronously on `stream` (a cudaStream_t).
+// Forward: one thread per output element. Backward: one thread per input element gathering from the
+// output windows that contain it, in the CPU's accumulation order; no atomics, so results are identical
+// from run to run. max_pool2d_backward adds grad_out of window o to an input element only when indices[o]
+// names that element: indices that were not produced by max_pool2d_forward (out of range, or outside
+// window o) are ignored rather than reported (as PyTorch's CUDA kernel; the CPU raises ValueError).
+namespace cuda {
+
+void max_pool2d_forward(const View& x, const View& out, const View* indices, const Pool2dParams& p, void* stream);
+void max_pool2d_backward(const View& grad_out, const View& indices, const View& grad_x, const Pool2dParams& p,
+                         void* stream);
+void avg_pool2d_forward(const View& x, const View& out, const Pool2dParams& p, void* stream);
+void avg_pool2d_backward(const View& grad_out, const View& grad_x, const Pool2dParams& p, void* stream);
+void adaptive_avg_pool2d_forward(const View& x, const View& out, Layout layout, void* stream);
+void adaptive_avg_pool2d_backward(const View& grad_out, const View& grad_x, Layout layout, void* stream);
+
+}  // namespace cuda
 
 }  // namespace layerforge

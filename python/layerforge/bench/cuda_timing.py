@@ -64,3 +64,17 @@ def time_pair_cuda(ours: Callable, peer: Callable | None, rounds: int = 7, block
     t = _block_seconds(cp, ours, 1)
     n = max(1, min(10000, int(block_seconds / max(t, 1e-7))))
     return time_rounds(lambda fn: _block_seconds(cp, fn, n), ours, peer, rounds)
+
+
+def torch_cuda_peer():
+    """torch with CUDA, cuDNN in benchmark mode and TF32 off (float32 stays float32), or None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return torch

@@ -25,6 +25,7 @@ FAMILIES: dict[str, str] = {
     "cuda_optim": "layerforge.bench.cuda_optim",  # GPU: fused Adam, layer norm, cross-entropy (no cases without one)
     "cuda_attention": "layerforge.bench.cuda_attention",  # yields no cases without a GPU
     "cuda_lstm": "layerforge.bench.cuda_lstm",  # yields no cases without a GPU
+    "cuda_conv": "layerforge.bench.cuda_conv",
 }
 
 # rate = work / seconds / scale; "% peak" (of the measured CPU FMA peak) only for CPU GFLOP/s cases.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _C
+
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 FLOAT_DTYPES = (_F32, _F64)
@@ -72,10 +74,13 @@ def broadcast_batch(sa: tuple, sb: tuple, op: str, what: str) -> tuple:
     return tuple(out)
 
 
-def contiguous(x: np.ndarray) -> np.ndarray:
+def contiguous(x):
     """x as a C-contiguous array: THE one place where conv/pool inputs of other strides are copied
-    (the C++ kernels index contiguous NCHW/NHWC). No copy when x already is contiguous."""
-    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+    (the C++ and CUDA kernels index contiguous NCHW/NHWC). numpy arrays stay numpy, GPU (cupy) arrays
+    are copied on the GPU. No copy when x already is contiguous."""
+    if x.flags.c_contiguous:
+        return x
+    return cupy_module().ascontiguousarray(x) if is_cuda_array(x) else np.ascontiguousarray(x)
 
 
 def as_int(v, name: str, op: str) -> int:
@@ -196,3 +201,21 @@ def as_cuda_float_array(x, name: str, op: str, dtypes=("float32", "float64")):
 def current_stream_handle() -> int:
     """cupy's current stream as an integer (what the CUDA launchers take)."""
     return cupy_module().cuda.get_current_stream().ptr
+
+
+def device_module(device: str):
+    """Where an op on `device` allocates its outputs: numpy for 'cpu', cupy for 'cuda'."""
+    return np if device == "cpu" else cupy_module()
+
+
+def as_device_float_array(x, name: str, op: str, device: str):
+    """as_float_array on the CPU, as_cuda_float_array on the GPU (float32/float64 either way)."""
+    return as_float_array(x, name, op) if device == "cpu" else as_cuda_float_array(x, name, op)
+
+
+def run_kernel(device: str, op: str, name: str, *args):
+    """Call kernel binding `name` of the device's module: layerforge._C's, or layerforge._cuda's with
+    cupy's current stream appended (the CUDA bindings take the same arguments plus the stream)."""
+    if device == "cpu":
+        return getattr(_C, name)(*args)
+    return getattr(cuda_kernels(op), name)(*args, current_stream_handle())

@@ -3,21 +3,22 @@
 Layouts: ``layout="NCHW"`` (default): x (N, C, H, W), weight (K, C/groups, R, S), out (N, K, P, Q);
 ``layout="NHWC"`` (channels-last): x (N, H, W, C), weight (K, R, S, C/groups), out (N, P, Q, K).
 float32 and float64; any strides (non-contiguous inputs are copied once, in ``_common.contiguous``).
+numpy arrays run on the CPU kernels; GPU arrays (cupy, or anything with ``__cuda_array_interface__``) on
+the CUDA kernels, on cupy's current stream, returning cupy arrays (mixing the two raises TypeError).
 The algorithm is chosen per shape in C++ (``conv2d_algorithm`` names it; see csrc/include/layerforge/conv.h).
 """
 from __future__ import annotations
 
-import numpy as np
-
-from .. import _C
-from ._common import as_float_array, as_int, contiguous, from_nchw, layout_of, nchw_dims, pair, require_4d
+from ._common import (device_module, as_device_float_array, as_int, contiguous, cuda_kernels, current_stream_handle,
+                      device_of, from_nchw, layout_of, nchw_dims, pair, require_4d, run_kernel)
 
 
-def _geometry(x, weight, stride, padding, dilation, groups, layout, op):
-    """Validate and normalise; returns (x, weight, params list, output shape, K)."""
+def _geometry(x, weight, stride, padding, dilation, groups, layout, op, device):
+    """Validate and normalise (the same for both devices); returns (x, weight, params list, output shape, K,
+    layout), x and weight as arrays of `device` ('cpu': numpy, 'cuda': cupy)."""
     layout = layout_of(layout, op)
-    x = as_float_array(x, "x", op)
-    weight = as_float_array(weight, "weight", op)
+    x = as_device_float_array(x, "x", op, device)
+    weight = as_device_float_array(weight, "weight", op, device)
     require_4d(x, "x", op, layout)
     if weight.ndim != 4:
         dims = "(K, R, S, C/groups)" if layout == "NHWC" else "(K, C/groups, R, S)"
@@ -75,19 +76,21 @@ def _geometry(x, weight, stride, padding, dilation, groups, layout, op):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, layout="NCHW"):
-    """torch.nn.functional.conv2d on numpy arrays (``layout="NHWC"`` for channels-last)."""
+    """torch.nn.functional.conv2d on numpy or GPU arrays (``layout="NHWC"`` for channels-last)."""
     op = "conv2d"
-    x, weight, params, out_shape, K, layout = _geometry(x, weight, stride, padding, dilation, groups, layout, op)
+    dev = device_of(op, x=x, weight=weight, bias=bias)
+    x, weight, params, out_shape, K, layout = _geometry(x, weight, stride, padding, dilation, groups, layout, op,
+                                                        dev)
     if bias is not None:
-        bias = as_float_array(bias, "bias", op)
+        bias = as_device_float_array(bias, "bias", op, dev)
         if bias.shape != (K,):
             raise ValueError(f"{op}: bias must have shape ({K},) (the output channels of weight "
                              f"{weight.shape}), got {bias.shape}")
         if bias.dtype != x.dtype:
             raise TypeError(f"{op}: bias has dtype {bias.dtype}, x has {x.dtype}; they must match")
         bias = contiguous(bias)
-    out = np.empty(out_shape, dtype=x.dtype)
-    _C.conv2d_forward(contiguous(x), contiguous(weight), bias, out, params, layout)
+    out = device_module(dev).empty(out_shape, dtype=x.dtype)
+    run_kernel(dev, op, "conv2d_forward", contiguous(x), contiguous(weight), bias, out, params, layout)
     return out
 
 
@@ -98,24 +101,38 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     Returns ``(grad_x, grad_weight, grad_bias)``; ``grad_bias`` is None when ``bias`` is False, ``grad_x``
     is None when ``need_grad_x`` is False (e.g. a network's first layer) and ``grad_weight`` is None when
     ``need_grad_weight`` is False (a frozen layer); what is not asked for is not computed. Arguments as conv2d.
-    The batch reduction of grad_weight is deterministic for a given thread count.
+    The batch reduction of grad_weight is deterministic for a given thread count (CPU) or device (GPU).
     """
     op = "conv2d_backward"
-    x, weight, params, out_shape, K, layout = _geometry(x, weight, stride, padding, dilation, groups, layout, op)
-    grad_out = as_float_array(grad_out, "grad_out", op)
+    dev = device_of(op, grad_out=grad_out, x=x, weight=weight)
+    x, weight, params, out_shape, K, layout = _geometry(x, weight, stride, padding, dilation, groups, layout, op,
+                                                        dev)
+    grad_out = as_device_float_array(grad_out, "grad_out", op, dev)
     if grad_out.shape != out_shape:
         raise ValueError(f"{op}: grad_out has shape {grad_out.shape}, but conv2d of x {x.shape} and weight "
                          f"{weight.shape} gives {out_shape}")
     if grad_out.dtype != x.dtype:
         raise TypeError(f"{op}: grad_out has dtype {grad_out.dtype}, x has {x.dtype}; they must match")
-    gx = np.empty(x.shape, x.dtype) if need_grad_x else None
-    gw = np.empty(weight.shape, x.dtype) if need_grad_weight else None
-    gb = np.empty((K,), x.dtype) if bias else None
-    _C.conv2d_backward(contiguous(grad_out), contiguous(x), contiguous(weight), gx, gw, gb, params, layout)
+    xp = device_module(dev)
+    gx = xp.empty(x.shape, x.dtype) if need_grad_x else None
+    gw = xp.empty(weight.shape, x.dtype) if need_grad_weight else None
+    gb = xp.empty((K,), x.dtype) if bias else None
+    grad_out, x, weight = contiguous(grad_out), contiguous(x), contiguous(weight)
+    if dev == "cpu":
+        run_kernel(dev, op, "conv2d_backward", grad_out, x, weight, gx, gw, gb, params, layout)
+    else:  # the split reductions of grad_weight / grad_bias need a workspace, allocated here by cupy
+        kernels = cuda_kernels(op)
+        n = kernels.conv2d_backward_workspace_size(x, weight, params, layout, gw is not None, gb is not None)
+        workspace = xp.empty((n,), x.dtype) if n else None
+        kernels.conv2d_backward(grad_out, x, weight, gx, gw, gb, workspace, params, layout, current_stream_handle())
     return gx, gw, gb
 
 
 def conv2d_algorithm(x, weight, stride=1, padding=0, dilation=1, groups=1, layout="NCHW") -> str:
-    """The kernel conv2d runs for these shapes: 'direct', 'gemm_1x1' or 'im2col_gemm'."""
-    x, weight, params, _, _, layout = _geometry(x, weight, stride, padding, dilation, groups, layout, "conv2d")
-    return _C.conv2d_algorithm(contiguous(x), contiguous(weight), params, layout)
+    """The kernel conv2d runs for these shapes: on the CPU 'direct', 'gemm_1x1' or 'im2col_gemm'; on the
+    GPU 'direct' or 'implicit_gemm'."""
+    dev = device_of("conv2d", x=x, weight=weight)
+    x, weight, params, _, _, layout = _geometry(x, weight, stride, padding, dilation, groups, layout, "conv2d", dev)
+    if dev == "cpu":
+        return run_kernel(dev, "conv2d", "conv2d_algorithm", contiguous(x), contiguous(weight), params, layout)
+    return cuda_kernels("conv2d").conv2d_algorithm(contiguous(x), contiguous(weight), params, layout)

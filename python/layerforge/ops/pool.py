@@ -3,7 +3,10 @@ ceil_mode, tie-breaking of max, avg divisors, adaptive windows).
 
 ``layout="NCHW"`` (default): x (N, C, H, W); ``layout="NHWC"``: x (N, H, W, C); outputs in the same layout.
 Max-pool indices are int64 flat positions ``h * W + w`` within each (n, c) plane (as PyTorch), in both
-layouts. float32 and float64; any strides (copied once in ``_common.contiguous``).
+layouts. float32 and float64; any strides (copied once in ``_common.contiguous``). numpy arrays run on the
+CPU kernels, GPU arrays (cupy) on the CUDA kernels (cupy outputs, cupy's current stream); mixing raises
+TypeError. On the GPU, max_pool2d_backward ignores indices that max_pool2d did not produce (as PyTorch's CUDA
+kernel) where the CPU raises ValueError for out-of-range ones.
 
 Backward functions take ``x`` for its shape (an array, or the shape tuple itself) and return grad_x.
 """
@@ -12,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
-from ._common import as_float_array, as_int, contiguous, from_nchw, layout_of, nchw_dims, pair, require_4d
+from ._common import (device_module, as_device_float_array, as_int, contiguous, device_of, from_nchw, layout_of,
+                      nchw_dims, pair, require_4d, run_kernel)
 
 
 def _out_size(size, k, pad, stride, dil, ceil_mode, op, what, x_shape):
@@ -49,11 +53,16 @@ def _geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode, layout
     return (kh, kw, sh, sw, ph, pw, dh, dw), from_nchw(N, C, P, Q, layout)
 
 
-def _input(x, op, layout):
+def _input(x, op, layout, device):
     layout = layout_of(layout, op)
-    x = as_float_array(x, "x", op)
+    x = as_device_float_array(x, "x", op, device)
     require_4d(x, "x", op, layout)
     return x, layout
+
+
+def _shape_or_array(x):
+    """x as an operand for device_of: None when it is a shape (backward functions accept either)."""
+    return None if isinstance(x, (tuple, list)) else x
 
 
 def _x_shape(x, op, layout):
@@ -67,8 +76,8 @@ def _x_shape(x, op, layout):
     return shape
 
 
-def _grad_out(grad_out, expected, op, dtype=None):
-    grad_out = as_float_array(grad_out, "grad_out", op)
+def _grad_out(grad_out, expected, op, device, dtype=None):
+    grad_out = as_device_float_array(grad_out, "grad_out", op, device)
     if grad_out.shape != expected:
         raise ValueError(f"{op}: grad_out has shape {grad_out.shape}, expected {expected} (the pooled output)")
     if dtype is not None and grad_out.dtype != dtype:
@@ -80,11 +89,13 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
                layout="NCHW"):
     """torch.nn.functional.max_pool2d; with ``return_indices`` returns ``(out, indices)`` (int64)."""
     op = "max_pool2d"
-    x, layout = _input(x, op, layout)
+    dev = device_of(op, x=x)
+    x, layout = _input(x, op, layout, dev)
     g, out_shape = _geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, layout, op)
-    out = np.empty(out_shape, x.dtype)
-    idx = np.empty(out_shape, np.int64) if return_indices else None
-    _C.max_pool2d_forward(contiguous(x), out, idx, [*g, int(bool(ceil_mode)), 1, 0], layout)
+    xp = device_module(dev)
+    out = xp.empty(out_shape, x.dtype)
+    idx = xp.empty(out_shape, np.int64) if return_indices else None
+    run_kernel(dev, op, "max_pool2d_forward", contiguous(x), out, idx, [*g, int(bool(ceil_mode)), 1, 0], layout)
     return (out, idx) if return_indices else out
 
 
@@ -96,28 +107,31 @@ def max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, dilati
     ``x`` (which must then be the input array, not just its shape). Overlapping windows accumulate.
     """
     op = "max_pool2d_backward"
+    dev = device_of(op, grad_out=grad_out, x=_shape_or_array(x), indices=indices)
     layout = layout_of(layout, op)
     shape = _x_shape(x, op, layout)
     g, out_shape = _geometry(shape, kernel_size, stride, padding, dilation, ceil_mode, layout, op)
     params = [*g, int(bool(ceil_mode)), 1, 0]
-    grad_out = _grad_out(grad_out, out_shape, op)
+    grad_out = _grad_out(grad_out, out_shape, op, dev)
+    xp = device_module(dev)
     if indices is None:
         if isinstance(x, (tuple, list)):
             raise ValueError(f"{op}: pass indices, or x as the input array (not its shape) to recompute them")
-        xa, _ = _input(x, op, layout)
+        xa, _ = _input(x, op, layout, dev)
         if xa.dtype != grad_out.dtype:
             raise TypeError(f"{op}: x has dtype {xa.dtype}, grad_out {grad_out.dtype}; they must match")
-        indices = np.empty(out_shape, np.int64)
-        _C.max_pool2d_forward(contiguous(xa), np.empty(out_shape, xa.dtype), indices, params, layout)
+        indices = xp.empty(out_shape, np.int64)
+        run_kernel(dev, op, "max_pool2d_forward", contiguous(xa), xp.empty(out_shape, xa.dtype), indices, params,
+                   layout)
     else:
-        indices = np.asarray(indices)
+        indices = xp.asarray(indices)
         if indices.dtype != np.int64:
             raise TypeError(f"{op}: indices must be int64, got {indices.dtype}")
         if indices.shape != out_shape:
             raise ValueError(f"{op}: indices have shape {indices.shape}, expected {out_shape}")
         indices = contiguous(indices)
-    grad_x = np.empty(shape, grad_out.dtype)
-    _C.max_pool2d_backward(grad_out, indices, grad_x, params, layout)
+    grad_x = xp.empty(shape, grad_out.dtype)
+    run_kernel(dev, op, "max_pool2d_backward", grad_out, indices, grad_x, params, layout)
     return grad_x
 
 
@@ -135,11 +149,12 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
                divisor_override=None, layout="NCHW"):
     """torch.nn.functional.avg_pool2d."""
     op = "avg_pool2d"
-    x, layout = _input(x, op, layout)
+    dev = device_of(op, x=x)
+    x, layout = _input(x, op, layout, dev)
     params, out_shape = _avg_params(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
                                     x.shape, layout, op)
-    out = np.empty(out_shape, x.dtype)
-    _C.avg_pool2d_forward(contiguous(x), out, params, layout)
+    out = device_module(dev).empty(out_shape, x.dtype)
+    run_kernel(dev, op, "avg_pool2d_forward", contiguous(x), out, params, layout)
     return out
 
 
@@ -147,13 +162,14 @@ def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, ceil_m
                         divisor_override=None, layout="NCHW"):
     """Gradient of avg_pool2d w.r.t. x (x: the input array or its shape); arguments as avg_pool2d."""
     op = "avg_pool2d_backward"
+    dev = device_of(op, grad_out=grad_out, x=_shape_or_array(x))
     layout = layout_of(layout, op)
     shape = _x_shape(x, op, layout)
     params, out_shape = _avg_params(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
                                     shape, layout, op)
-    grad_out = _grad_out(grad_out, out_shape, op)
-    grad_x = np.empty(shape, grad_out.dtype)
-    _C.avg_pool2d_backward(grad_out, grad_x, params, layout)
+    grad_out = _grad_out(grad_out, out_shape, op, dev)
+    grad_x = device_module(dev).empty(shape, grad_out.dtype)
+    run_kernel(dev, op, "avg_pool2d_backward", grad_out, grad_x, params, layout)
     return grad_x
 
 
@@ -176,9 +192,10 @@ def _adaptive_out(shape, output_size, layout, op):
 def adaptive_avg_pool2d(x, output_size, layout="NCHW"):
     """torch.nn.functional.adaptive_avg_pool2d (output_size: int or pair; None keeps that input size)."""
     op = "adaptive_avg_pool2d"
-    x, layout = _input(x, op, layout)
-    out = np.empty(_adaptive_out(x.shape, output_size, layout, op), x.dtype)
-    _C.adaptive_avg_pool2d_forward(contiguous(x), out, layout)
+    dev = device_of(op, x=x)
+    x, layout = _input(x, op, layout, dev)
+    out = device_module(dev).empty(_adaptive_out(x.shape, output_size, layout, op), x.dtype)
+    run_kernel(dev, op, "adaptive_avg_pool2d_forward", contiguous(x), out, layout)
     return out
 
 
@@ -186,14 +203,15 @@ def adaptive_avg_pool2d_backward(grad_out, x, layout="NCHW"):
     """Gradient of adaptive_avg_pool2d w.r.t. x (x: the input array or its shape); the output size is
     grad_out's."""
     op = "adaptive_avg_pool2d_backward"
+    dev = device_of(op, grad_out=grad_out, x=_shape_or_array(x))
     layout = layout_of(layout, op)
     shape = _x_shape(x, op, layout)
-    grad_out = as_float_array(grad_out, "grad_out", op)
+    grad_out = as_device_float_array(grad_out, "grad_out", op, dev)
     require_4d(grad_out, "grad_out", op, layout)
     n, c, _, _ = nchw_dims(grad_out.shape, layout)
     N, C, _, _ = nchw_dims(shape, layout)
     if (n, c) != (N, C):
         raise ValueError(f"{op}: grad_out of shape {grad_out.shape} does not match x of shape {shape}")
-    grad_x = np.empty(shape, grad_out.dtype)
-    _C.adaptive_avg_pool2d_backward(contiguous(grad_out), grad_x, layout)
+    grad_x = device_module(dev).empty(shape, grad_out.dtype)
+    run_kernel(dev, op, "adaptive_avg_pool2d_backward", contiguous(grad_out), grad_x, layout)
     return grad_x
