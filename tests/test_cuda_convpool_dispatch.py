@@ -94,6 +94,7 @@ def test_kernels_get_the_current_stream(monkeypatch):
 def _emulator_module():
     if shutil.which("g++") is None:
         pytest.skip("needs g++ to build the CUDA emulator")
+    pytest.importorskip("pybind11", reason="the CUDA emulator is built against pybind11 (the 'test' extra)")
     sys.path.insert(0, os.path.join(HERE, "cuda_emu"))
     try:
         import build as emu_build
