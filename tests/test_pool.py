@@ -103,6 +103,8 @@ def t_out(a, layout):
 POOL_CONFIGS = [
     (2, 3, 9, 7, 2, 2, 0, 1, False),             # 2x2 stride 2: the specialised NCHW kernel
     (2, 3, 7, 9, 2, 2, 0, 1, True),              # ... with ceil_mode: the last, partial window -> general loop
+    (2, 3, 5, 35, 2, 2, 0, 1, False),            # ... 17 outputs a row: two 8-wide steps and a partial one
+    (1, 2, 4, 16, 2, 2, 0, 1, False),            # ... exactly 8 a row
     (2, 3, 9, 7, 3, 2, 1, 1, True),              # ceil_mode: the last window starts in the padding
     (2, 3, 10, 7, 3, 2, 1, 2, True),             # dilation
     (1, 2, 6, 5, (3, 2), (2, 1), (1, 1), 1, True),
@@ -141,6 +143,18 @@ def test_max_pool_nan(cpu_path):
     assert idx.tolist() == [[[[4, 7]]]]  # the last NaN wins, as in PyTorch
     out, idx = ops.max_pool2d(t_in(x, "NHWC"), 2, return_indices=True, layout="NHWC")
     assert idx.ravel().tolist() == [4, 7]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_nan_in_every_tap(cpu_path, rng, dtype):
+    # NaNs scattered over planes whose rows take the vectorised 2x2 kernel's full and partial steps
+    for shape in [(2, 3, 6, 37), (1, 2, 7, 16), (3, 1, 4, 5)]:
+        x = np.round(rng.standard_normal(shape), 1)
+        x[rng.random(shape) < 0.2] = np.nan
+        ref, ridx = ref_max(x, 2, 2, 0, 1, False)
+        out, idx = ops.max_pool2d(x.astype(dtype), 2, return_indices=True)
+        assert np.array_equal(out, ref.astype(dtype), equal_nan=True), shape
+        assert np.array_equal(idx, ridx), shape
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
