@@ -203,14 +203,61 @@ def test_algorithms():
     assert ops.conv2d_algorithm(x, np.zeros((4, 8, 3, 3), np.float32)) == "im2col_gemm"
     assert ops.conv2d_algorithm(x, np.zeros((8, 1, 3, 3), np.float32), groups=8) == "direct"
     assert ops.conv2d_algorithm(x[:, :1], np.zeros((32, 1, 3, 3), np.float32)) == "im2col_gemm"
+    wide = np.zeros((1, 16, 18, 20), np.float32)  # 3x3 stride 1, >= 16 channels, output rows >= 16 wide
+    assert ops.conv2d_algorithm(wide, np.zeros((16, 16, 3, 3), np.float32), padding=1) == "winograd_f2x2_3x3"
+    assert ops.conv2d_algorithm(wide.astype(np.float64), np.zeros((16, 16, 3, 3))) == "im2col_gemm"
+    assert ops.conv2d_algorithm(wide, np.zeros((16, 16, 3, 3), np.float32), stride=2) == "im2col_gemm"
+    assert ops.conv2d_algorithm(wide[..., :13], np.zeros((16, 16, 3, 3), np.float32)) == "im2col_gemm"
 
 
-@pytest.mark.parametrize("algo", ["direct", "im2col"])
+# (N, C, H, W, K, padding, groups) for Winograd F(2x2, 3x3): odd and even output sizes (a half-outside last
+# tile), padding 0..3 (grad_x runs with padding 2 - p, negative past 2), asymmetric "same", groups, 1x1 input
+WINOGRAD_CONFIGS = [
+    (2, 16, 18, 17, 16, 1, 1),
+    (3, 17, 19, 21, 19, 0, 1),
+    (1, 32, 16, 23, 32, (0, 2), 2),
+    (2, 16, 17, 18, 20, 3, 1),
+    (1, 16, 1, 1, 16, 1, 1),
+    (2, 18, 20, 16, 16, "same", 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd(monkeypatch, cpu_path, rng, dtype):
+    # float32 takes Winograd by itself at these shapes (but the 1x1 input); float64 is forced onto it (the
+    # sums differ from im2col's only by rounding): both against the float64 reference
+    if dtype == np.float64:
+        monkeypatch.setenv("LAYERFORGE_CONV_ALGO", "winograd")
+    for N, C, H, W, K, pad, groups in WINOGRAD_CONFIGS:
+        _run((N, C, H, W, K, 3, 3, 1, pad, 1, groups), dtype, "NCHW", rng)
+    x = np.zeros((1, 16, 16, 16), dtype)
+    assert ops.conv2d_algorithm(x, np.zeros((16, 16, 3, 3), dtype), padding=1) == "winograd_f2x2_3x3"
+
+
+def test_winograd_strided_views_and_threads(threads, rng):
+    base = rng.standard_normal((2, 40, 19, 18)).astype(np.float32)
+    x = base[:, ::2]  # (2, 20, 19, 18), channel stride 2 planes
+    w = rng.standard_normal((3, 3, 20, 24)).astype(np.float32).transpose(3, 2, 0, 1)
+    b = rng.standard_normal(24).astype(np.float32)
+    assert ops.conv2d_algorithm(x, w, padding=1) == "winograd_f2x2_3x3"
+    out = ops.conv2d(x, w, b, padding=1)
+    go = rng.standard_normal(out.shape).astype(np.float32)
+    gx, gw, gb = ops.conv2d_backward(go, x, w, padding=1)
+    out_r, gx_r, gw_r, gb_r = ref_conv(x, w, b, 1, 1, 1, 1, go.astype(np.float64))
+    for got, ref in ((out, out_r), (gx, gx_r), (gw, gw_r), (gb, gb_r)):
+        assert rel_err(got, ref) < 2e-5
+    again = ops.conv2d_backward(go, x, w, padding=1)
+    assert all(np.array_equal(u, v) for u, v in zip((gx, gw, gb), again))
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col", "winograd"])
 def test_forced_algorithm(monkeypatch, cpu_path, rng, algo):
-    # every config through the forced path (direct applies where C/groups == 1), both layouts
+    # every config through the forced path (direct applies where C/groups == 1, winograd to NCHW 3x3
+    # stride 1 undilated), both layouts
     monkeypatch.setenv("LAYERFORGE_CONV_ALGO", algo)
     x = np.zeros((1, 1, 5, 5))
-    assert ops.conv2d_algorithm(x, np.zeros((2, 1, 3, 3))) == ("direct" if algo == "direct" else "im2col_gemm")
+    expected = {"direct": "direct", "im2col": "im2col_gemm", "winograd": "winograd_f2x2_3x3"}[algo]
+    assert ops.conv2d_algorithm(x, np.zeros((2, 1, 3, 3))) == expected
     for i, cfg in enumerate(CONFIGS):
         for layout in ("NCHW", "NHWC"):
             _run(cfg, np.float64, layout, rng, bias=i % 2 == 0)

@@ -1,9 +1,7 @@
 // The direct-convolution and pooling loops compiled with -mavx2 -mfma (see convpool_internal.h); entered
 // only when cpu_path() == CpuPath::avx2.
 #include <immintrin.h>
-
 #include <cstdint>
-#include <type_traits>
 
 #include "convpool_internal.h"
 

@@ -1,6 +1,5 @@
 // The direct-convolution and pooling loops for the portable path (baseline ISA); see convpool_internal.h.
 #include <cstdint>
-#include <type_traits>
 
 #include "convpool_internal.h"
 

@@ -37,6 +37,19 @@ inline int64_t direct_bwd_scratch_size(const ConvGeo& g, int nt) {
     template <typename T>                                                                             \
     void conv_direct_bwd(const ConvGeo& g, const T* go, const T* x, const T* w, const T* wt, T* gx,   \
                          T* gw, T* gw_partial, int nt);                                               \
+    /* Winograd F(2x2, 3x3) transforms (conv.cpp runs the GEMMs). Tiles are numbered t = (n*th + i)*tw */ \
+    /* + j over N images x th x tw tiles of 2x2 outputs; [t0, t1) is a block of them.                */ \
+    /* input: x (N images at x_img apart, Cin planes H x W) -> V (16, Cin, ldv), column t - t0: B^T d B  */ \
+    /* of the 4x4 patch at rows 2i - pt, cols 2j - pl (zero outside). scratch: 2 * (tw + 1).         */ \
+    template <typename T>                                                                             \
+    void winograd_input_tiles(const T* x, int64_t x_img, int64_t Cin, int64_t H, int64_t W, int64_t pt,   \
+                              int64_t pl, int64_t th, int64_t tw, int64_t t0, int64_t t1, T* V, int64_t ldv, \
+                              T* scratch);                                                            \
+    /* output: M (16, Kout, ldm) -> out (N images at out_img apart, Kout planes P x Q): A^T m A (+ bias) */ \
+    /* written (=) to the tile's 2x2 outputs inside the plane. M is overwritten (planes 0..3).        */ \
+    template <typename T>                                                                             \
+    void winograd_output_tiles(T* M, int64_t ldm, int64_t Kout, int64_t P, int64_t Q, int64_t th,          \
+                               int64_t tw, int64_t t0, int64_t t1, const T* bias, T* out, int64_t out_img); \
     template <typename T>                                                                             \
     void maxpool_fwd(const PoolGeo& g, const T* x, T* out, int64_t* idx, int nt);                     \
     /* returns false when an index was out of range (that element is skipped) */                     \
