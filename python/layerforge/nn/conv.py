@@ -79,7 +79,7 @@ class Conv2d(Module):
 
     def forward(self, x):
         x = _t(x)
-        F._check_image(x, repr(self), self.in_channels)
+        F._check_image(x, self, self.in_channels)
         return _run(self, F.conv2d, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self):
@@ -101,7 +101,7 @@ class _Pool2d(Module):
 
     def forward(self, x):
         x = _t(x)
-        F._check_image(x, repr(self))
+        F._check_image(x, self)
         return _run(self, type(self)._fn, x, *self._args())
 
 

@@ -81,13 +81,19 @@ def linear(input, weight, bias=None) -> Tensor:
 # ---- conv and pooling ----------------------------------------------------------------------------------
 # Tensors (N, C, H, W) on the ops.conv / ops.pool kernels (NCHW). As torch, unbatched (C, H, W) input is
 # accepted: it runs as a batch of one (reshape views, no copies) and the batch dim is removed again.
-def _check_image(x: Tensor, op: str, channels=None) -> None:
-    """ValueError naming ``op`` unless x is (N, C, H, W) or (C, H, W), with ``channels`` channels if given."""
+def _check_image(x: Tensor, op, channels=None) -> None:
+    """ValueError naming ``op`` unless x is (N, C, H, W) or (C, H, W), with ``channels`` channels if given.
+    ``op`` is a name, or a module whose repr names it (built only for the error: modules call this on
+    every forward)."""
     if x.ndim not in (3, 4):
-        raise ValueError(f"{op}: expected a 3-d (C, H, W) unbatched or 4-d (N, C, H, W) batched input, got "
-                         f"shape {_shape(x.shape)}")
+        raise ValueError(f"{_op_name(op)}: expected a 3-d (C, H, W) unbatched or 4-d (N, C, H, W) batched "
+                         f"input, got shape {_shape(x.shape)}")
     if channels is not None and x.shape[-3] != channels:
-        raise ValueError(f"{op}: expected input with {channels} channels, got shape {_shape(x.shape)}")
+        raise ValueError(f"{_op_name(op)}: expected input with {channels} channels, got shape {_shape(x.shape)}")
+
+
+def _op_name(op) -> str:
+    return op if isinstance(op, str) else repr(op)
 
 
 def _as_batch(input, op: str):
