@@ -878,6 +878,29 @@ void launch_igemm(GemmArgs a, bool nhwc, int64_t groups, void* stream) {
         launch("conv_igemm_kernel<NCHW>", conv_igemm_kernel<T, BM, BN, false>, grid, dim3(kThreads), stream, a);
 }
 
+// The GEMM's output is an image batch: row m = pixel (n, h, w), column = channel j of group gi, so element
+// (m, j) of group gi goes to NCHW (n*C + gi*Cg + j)*plane + pixel, or NHWC m*C + gi*Cg + j, where C =
+// channels in all groups, Cg = cols and plane = the pixels of one channel plane.
+inline void set_image_epilogue(Epilogue& e, void* dst, const void* bias, int64_t rows, int cols, bool nhwc,
+                               int64_t channels, int64_t plane) {
+    e.dst = dst;
+    e.bias = bias;
+    e.rows = rows;
+    e.cols = cols;
+    if (nhwc) {
+        e.row_div = 0;
+        e.row_lo = channels;
+        e.col_stride = 1;
+        e.group_stride = cols;
+    } else {
+        e.row_div = plane;
+        e.row_hi = channels * plane;
+        e.row_lo = 1;
+        e.col_stride = plane;
+        e.group_stride = cols * plane;
+    }
+}
+
 template <typename T>
 void run_igemm(const GemmArgs& a, bool nhwc, int64_t groups, void* stream) {
     if constexpr (sizeof(T) == 8)
@@ -920,23 +943,7 @@ void forward_igemm(const ConvGeo& g, const T* x, const T* w, const T* b, T* out,
     a.flip = false;
     a.b_kfast = true;  // each thread reads a short run of one weight row
     a.Ncols = static_cast<int>(g.Kg);
-    Epilogue& e = a.epi;
-    e.dst = out;
-    e.bias = b;
-    e.rows = a.M;
-    e.cols = a.Ncols;
-    if (g.nhwc) {
-        e.row_div = 0;
-        e.row_lo = g.K;
-        e.col_stride = 1;
-        e.group_stride = g.Kg;
-    } else {
-        e.row_div = PQ;
-        e.row_hi = g.K * PQ;
-        e.row_lo = 1;
-        e.col_stride = PQ;
-        e.group_stride = g.Kg * PQ;
-    }
+    set_image_epilogue(a.epi, out, b, a.M, a.Ncols, g.nhwc, g.K, PQ);
     run_igemm<T>(a, g.nhwc, g.G, stream);
 }
 
@@ -974,23 +981,7 @@ void grad_x_igemm(const ConvGeo& g, const T* go, const T* w, T* gx, void* stream
     a.flip = true;
     a.b_kfast = false;  // consecutive threads take consecutive input channels
     a.Ncols = static_cast<int>(g.Cg);
-    Epilogue& e = a.epi;
-    e.dst = gx;
-    e.bias = nullptr;
-    e.rows = a.M;
-    e.cols = a.Ncols;
-    if (g.nhwc) {
-        e.row_div = 0;
-        e.row_lo = g.C;
-        e.col_stride = 1;
-        e.group_stride = g.Cg;
-    } else {
-        e.row_div = HW;
-        e.row_hi = g.C * HW;
-        e.row_lo = 1;
-        e.col_stride = HW;
-        e.group_stride = g.Cg * HW;
-    }
+    set_image_epilogue(a.epi, gx, nullptr, a.M, a.Ncols, g.nhwc, g.C, HW);
     run_igemm<T>(a, g.nhwc, g.G, stream);
 }
 
