@@ -250,13 +250,62 @@ def test_winograd_strided_views_and_threads(threads, rng):
     assert all(np.array_equal(u, v) for u, v in zip((gx, gw, gb), again))
 
 
-@pytest.mark.parametrize("algo", ["direct", "im2col", "winograd"])
+# (N, C, H, W, K, R, S, padding) for the register-blocked direct kernel (6 output columns x 16 channels):
+# widths 1, 5, 6, 7, 13 around the 6-column blocks; K = 3, 16, 19, 33 around the 16-channel blocks; 5x3
+# and 1x1 kernels; padding 0..3 (grad_x runs with padding R - 1 - p, negative past R - 1) and "same"
+BLOCKED_CONFIGS = [
+    (2, 8, 13, 13, 16, 3, 3, 0),
+    (3, 9, 7, 5, 19, 3, 3, 1),
+    (2, 8, 6, 6, 33, 5, 3, (2, 1)),
+    (1, 8, 4, 1, 3, 3, 3, 3),
+    (2, 12, 9, 13, 16, 1, 1, 1),
+    (2, 10, 8, 7, 17, 3, 3, "same"),
+]
+
+
+@pytest.mark.parametrize("forced", [False, True])
+def test_blocked_direct(monkeypatch, cpu_path, rng, threads, forced):
+    # forced: every config through the blocked kernel (forward and grad_x); else as chosen per shape
+    if forced:
+        monkeypatch.setenv("LAYERFORGE_CONV_ALGO", "blocked")
+    for N, C, H, W, K, R, S, pad in BLOCKED_CONFIGS:
+        _run((N, C, H, W, K, R, S, 1, pad, 1, 1), np.float32, "NCHW", rng, bias=K % 2 == 1)
+    x = np.zeros((2, 8, 7, 5), np.float32)
+    assert ops.conv2d_algorithm(x, np.zeros((3, 8, 3, 3), np.float32), padding=1) == (
+        "direct_blocked" if forced else "im2col_gemm")  # 3 of 16 channels used: not chosen by itself
+    # the tutorial's second layer takes it by itself; float64, NHWC, strides and groups never do
+    x = np.zeros((32, 32, 13, 13), np.float32)
+    w = np.zeros((64, 32, 3, 3), np.float32)
+    if not forced:
+        assert ops.conv2d_algorithm(x, w) == "direct_blocked"
+        assert ops.conv2d_algorithm(x.astype(np.float64), w.astype(np.float64)) == "im2col_gemm"
+    assert ops.conv2d_algorithm(x, w, stride=2) == "im2col_gemm"
+    assert ops.conv2d_algorithm(x, np.zeros((64, 16, 3, 3), np.float32), groups=2) == "im2col_gemm"
+
+
+def test_blocked_direct_strided_views_and_repeats(rng):
+    base = rng.standard_normal((32, 64, 13, 26)).astype(np.float32)
+    x = base[:, ::2, :, ::2]  # (32, 32, 13, 13), strided in channels and columns
+    w = rng.standard_normal((3, 3, 32, 64)).astype(np.float32).transpose(3, 2, 0, 1)
+    b = rng.standard_normal(64).astype(np.float32)
+    assert ops.conv2d_algorithm(x, w) == "direct_blocked"
+    out = ops.conv2d(x, w, b)
+    go = rng.standard_normal(out.shape).astype(np.float32)
+    gx, gw, gb = ops.conv2d_backward(go, x, w)
+    out_r, gx_r, gw_r, gb_r = ref_conv(x, w, b, 1, 0, 1, 1, go.astype(np.float64))
+    for got, ref in ((out, out_r), (gx, gx_r), (gw, gw_r), (gb, gb_r)):
+        assert rel_err(got, ref) < 2e-5
+    assert np.array_equal(out, ops.conv2d(x, w, b))
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col", "winograd", "blocked"])
 def test_forced_algorithm(monkeypatch, cpu_path, rng, algo):
     # every config through the forced path (direct applies where C/groups == 1, winograd to NCHW 3x3
-    # stride 1 undilated), both layouts
+    # stride 1 undilated, blocked to float32 only), both layouts
     monkeypatch.setenv("LAYERFORGE_CONV_ALGO", algo)
     x = np.zeros((1, 1, 5, 5))
-    expected = {"direct": "direct", "im2col": "im2col_gemm", "winograd": "winograd_f2x2_3x3"}[algo]
+    expected = {"direct": "direct", "im2col": "im2col_gemm", "winograd": "winograd_f2x2_3x3",
+                "blocked": "im2col_gemm"}[algo]  # (blocked is float32 only: this is float64)
     assert ops.conv2d_algorithm(x, np.zeros((2, 1, 3, 3))) == expected
     for i, cfg in enumerate(CONFIGS):
         for layout in ("NCHW", "NHWC"):

@@ -27,6 +27,19 @@ inline int64_t direct_bwd_scratch_size(const ConvGeo& g, int nt) {
     return nt * ((a > b ? a : b) + g.R * g.S * 64);
 }
 
+// The register-blocked direct convolution (NCHW float32, stride 1, undilated): 6 output columns x 16
+// output channels per micro-tile. Wp: the padded image's row length (whole 6-wide blocks + the kernel's
+// reach); scratch per thread: the padded image (C, P + R - 1, Wp) and one micro-tile.
+constexpr int kBlockedQ = 6, kBlockedK = 16;
+
+inline int64_t blocked_padded_width(const ConvGeo& g) {
+    return (g.Q + kBlockedQ - 1) / kBlockedQ * kBlockedQ + g.S - 1;
+}
+
+inline int64_t blocked_scratch_size(const ConvGeo& g) {
+    return g.C * (g.P + g.R - 1) * blocked_padded_width(g) + kBlockedQ * kBlockedK;
+}
+
 #define LF_DECLARE_CONVPOOL_KERNELS                                                                   \
     /* direct conv, C/groups == 1. NHWC takes wt = weight as (R*S, K) (transposed by the caller); */  \
     /* NCHW takes scratch: nt * Hp * Wp (direct_scratch_size) for zero-padded input planes.  */        \
@@ -37,6 +50,9 @@ inline int64_t direct_bwd_scratch_size(const ConvGeo& g, int nt) {
     template <typename T>                                                                             \
     void conv_direct_bwd(const ConvGeo& g, const T* go, const T* x, const T* w, const T* wt, T* gx,   \
                          T* gw, T* gw_partial, int nt);                                               \
+    /* register-blocked direct conv (conv.cpp packs wp; scratch: nt * blocked_scratch_size) */      \
+    void conv_blocked_fwd(const ConvGeo& g, const float* x, const float* wp, const float* b, float* out, \
+                          float* scratch, int nt);                                                   \
     /* Winograd F(2x2, 3x3) transforms (conv.cpp runs the GEMMs). Tiles are numbered t = (n*th + i)*tw */ \
     /* + j over N images x th x tw tiles of 2x2 outputs; [t0, t1) is a block of them.                */ \
     /* input: x (N images at x_img apart, Cin planes H x W) -> V (16, Cin, ldv), column t - t0: B^T d B  */ \

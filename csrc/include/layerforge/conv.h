@@ -18,12 +18,17 @@
 //                  output rows >= 16 wide: Winograd F(2x2, 3x3) — blocks of 2x2-output tiles, input
 //                  transform B^T d B, 16 GEMMs of depth C/groups, output transform A^T m A — 2.25x fewer
 //                  multiplies; on shorter rows the transforms' gathers cost what the GEMMs save.
+//  * "direct_blocked" NCHW float32, stride 1, undilated, one group, >= 8 input channels, where whole
+//                  micro-tiles of 6 output columns x 16 output channels waste at most 30% of the work and
+//                  the batch fills the threads: register-blocked direct loops (12 AVX2 accumulators, 6
+//                  broadcast pixels x 2 weight vectors per tap) over a zero-padded copy of each image,
+//                  no im2col or packing (the tutorial's 32x13x13 -> 64 layer).
 //  * "im2col_gemm" everything else: per image and group, im2col into a per-thread arena buffer, then the
 //                  packed GEMM (gemm.h). Images are spread over threads (GEMM single-threaded) when the
 //                  batch divides evenly, else the GEMM is threaded.
-// Backward: grad_x = transposed convolution (GEMM W^T @ grad_out, then col2im; or, where the Winograd rule
-// above holds for grad_x's own shape, a Winograd convolution of grad_out with the flipped, transposed
-// weights); grad_weight = GEMM grad_out @ col^T with the batch reduction split into one fixed chunk of
+// Backward: grad_x = transposed convolution (GEMM W^T @ grad_out, then col2im; or, where the Winograd or
+// blocked rule above holds for grad_x's own shape, that kernel run as a convolution of grad_out with the
+// flipped, transposed weights); grad_weight = GEMM grad_out @ col^T with the batch reduction split into one fixed chunk of
 // images per thread, each into its own partial buffer, summed in thread order (deterministic for a given
 // thread count).
 //
@@ -53,8 +58,8 @@ void conv2d_forward(const View& x, const View& weight, const View* bias, const V
 void conv2d_backward(const View& grad_out, const View& x, const View& weight, const View* grad_x,
                      const View* grad_weight, const View* grad_bias, const Conv2dParams& p);
 
-// The algorithm conv2d_forward uses for these shapes: "direct", "gemm_1x1", "winograd_f2x2_3x3" or
-// "im2col_gemm".
+// The algorithm conv2d_forward uses for these shapes: "direct", "gemm_1x1", "winograd_f2x2_3x3",
+// "direct_blocked" or "im2col_gemm".
 std::string conv2d_algorithm(const View& x, const View& weight, const Conv2dParams& p);
 
 // ------------------------------------------------------------------------------------------------ CUDA
