@@ -44,8 +44,9 @@ const char* algo_name(Algo a) {
 // 2.25x fewer multiplies) where it measured faster than im2col: >= 16 channels in and out per group and
 // output rows of >= 16 (8 tiles). At 64x56x56 -> 64 it took forward and grad_x from ~34 to ~22 ms; at
 // the tutorial's 32x13x13 -> 64 (6 tiles a row) it ties with im2col forward and loses on grad_x: the
-// gathers and scatters of short tile rows cost what the GEMMs save. float64 keeps im2col.
-// LAYERFORGE_CONV_ALGO=direct|im2col|winograd forces a path where it applies (tests, comparisons).
+// gathers and scatters of short tile rows cost what the GEMMs save. float64 keeps im2col. The tutorial's
+// layer goes to the register-blocked direct kernel instead (blocked_wins below).
+// LAYERFORGE_CONV_ALGO=direct|im2col|winograd|blocked forces a path where it applies (tests, comparisons).
 bool winograd_applies(const ConvGeo& g) {
     return !g.nhwc && g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
 }
