@@ -17,6 +17,7 @@
 set -u -o pipefail
 
 OUT=${OUT:-$PWD/gpu_out}
+# every log goes to LOGS (default: a fresh directory; XXXXXX is mktemp's template for its random suffix)
 LOGS=${LOGS:-$(mktemp -d /tmp/gpu_logs.XXXXXX)}
 PY=${PYTHON:-python3}
 STEPS=${STEPS:-"info build test sanitize bench"}

@@ -11,10 +11,15 @@ from .. import ops
 from .harness import Case, torch_peer
 
 
-def _case(name, N, C, H, W, K, R, S, stride=1, padding=0, groups=1, backward=False, layout="NCHW"):
+def conv_case(name, N, C, H, W, K, R, S, stride=1, padding=0, groups=1, backward=False, layout="NCHW",
+              device="cpu"):
+    """One conv2d case. device "cpu": numpy arrays against torch CPU (family conv); "cuda": cupy arrays
+    against torch.cuda, timed with CUDA events (family cuda_conv, bench/cuda_conv.py)."""
     P = (H + 2 * padding - R) // stride + 1
     Q = (W + 2 * padding - S) // stride + 1
     flops = 2.0 * N * K * P * Q * (C // groups) * R * S * (3 if backward else 1)
+    cuda = device == "cuda"
+    nhwc = layout == "NHWC"
 
     def setup():
         rng = np.random.default_rng(0)
@@ -23,30 +28,36 @@ def _case(name, N, C, H, W, K, R, S, stride=1, padding=0, groups=1, backward=Fal
             np.float32)
         b = rng.standard_normal(K, dtype=np.float32)
         go = rng.standard_normal((N, K, P, Q), dtype=np.float32)
-        if layout == "NHWC":
-            xl, wl, gol = (np.ascontiguousarray(a.transpose(0, 2, 3, 1)) for a in (x, w, go))
-        else:
-            xl, wl, gol = x, w, go
+        xl, wl, gol = (np.ascontiguousarray(a.transpose(0, 2, 3, 1)) for a in (x, w, go)) if nhwc else (x, w, go)
+        bl = b
+        if cuda:
+            import cupy as cp
+
+            xl, wl, bl, gol = (cp.asarray(a) for a in (xl, wl, bl, gol))
 
         def ours():
-            out = ops.conv2d(xl, wl, b, stride, padding, 1, groups, layout=layout)
+            out = ops.conv2d(xl, wl, bl, stride, padding, 1, groups, layout=layout)
             if backward:
                 ops.conv2d_backward(gol, xl, wl, stride, padding, 1, groups, layout=layout)
             return out
 
-        torch = torch_peer()
-        if torch is None:
-            return ours, None, "torch (not installed)"
+        if cuda:
+            from .cuda_timing import torch_cuda_peer
+
+            torch = torch_cuda_peer()
+            if torch is None:
+                return ours, None, "torch.cuda (not available)"
+        else:
+            torch = torch_peer()
+            if torch is None:
+                return ours, None, "torch (not installed)"
         F = torch.nn.functional
-        mf = torch.channels_last if layout == "NHWC" else torch.contiguous_format
-        xt = torch.from_numpy(x).contiguous(memory_format=mf)
-        wt = torch.from_numpy(w).contiguous(memory_format=mf)
-        bt = torch.from_numpy(b)
-        got = torch.from_numpy(go).contiguous(memory_format=mf)
+        mf = torch.channels_last if nhwc else torch.contiguous_format
+        xt, wt, got = (torch.from_numpy(a).to(device).contiguous(memory_format=mf) for a in (x, w, go))
+        bt = torch.from_numpy(b).to(device)
         if backward:
-            xt.requires_grad_(True)
-            wt.requires_grad_(True)
-            bt.requires_grad_(True)
+            for t in (xt, wt, bt):
+                t.requires_grad_(True)
 
         def peer():
             if not backward:
@@ -57,10 +68,14 @@ def _case(name, N, C, H, W, K, R, S, stride=1, padding=0, groups=1, backward=Fal
             out.backward(got)
             return out
 
-        peer_name = "torch " + torch.__version__ + (" channels_last" if layout == "NHWC" else "")
-        return ours, peer, peer_name
+        peer_name = f"torch {torch.__version__}" + (f" cuDNN {torch.backends.cudnn.version()}" if cuda else "")
+        return ours, peer, peer_name + (" channels_last" if nhwc else "")
 
     label = f"{name} {layout} {'fwd+bwd' if backward else 'fwd'}"
+    if cuda:
+        from .cuda_timing import time_pair_cuda
+
+        return Case("cuda_conv", label, flops, setup, extra={"device": "cuda"}, timer=time_pair_cuda)
     return Case("conv", label, flops, setup)
 
 
@@ -78,8 +93,8 @@ def cases(quick: bool = False):
     shapes = SHAPES[:2] if quick else SHAPES
     for (name, N, C, H, W, K, R, S, st, pad, g) in shapes:
         for backward in (False, True):
-            yield _case(name, N, C, H, W, K, R, S, st, pad, g, backward)
+            yield conv_case(name, N, C, H, W, K, R, S, st, pad, g, backward)
     if not quick:  # channels-last (what the Keras-style API feeds) on the tutorial layers
         for (name, N, C, H, W, K, R, S, st, pad, g) in SHAPES[:2]:
             for backward in (False, True):
-                yield _case(name, N, C, H, W, K, R, S, st, pad, g, backward, layout="NHWC")
+                yield conv_case(name, N, C, H, W, K, R, S, st, pad, g, backward, layout="NHWC")

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import ops
 from .conv import SHAPES as CPU_SHAPES
+from .conv import conv_case
 from .cuda_timing import time_pair_cuda
 from .cuda_timing import gpu_ready, torch_cuda_peer
 from .harness import Case
@@ -24,60 +25,6 @@ RESNET50 = [
     ("resnet50 64x256x14x14->256 3x3 p1", 64, 256, 14, 14, 256, 3, 3, 1, 1, 1),
     ("resnet50 64x512x7x7->512 3x3 p1", 64, 512, 7, 7, 512, 3, 3, 1, 1, 1),
 ]
-
-
-def _conv_case(name, N, C, H, W, K, R, S, stride, padding, groups, backward, layout):
-    P = (H + 2 * padding - R) // stride + 1
-    Q = (W + 2 * padding - S) // stride + 1
-    flops = 2.0 * N * K * P * Q * (C // groups) * R * S * (3 if backward else 1)
-
-    def setup():
-        import cupy as cp
-
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((N, C, H, W), dtype=np.float32)
-        w = (rng.standard_normal((K, C // groups, R, S), dtype=np.float32) / np.sqrt(C // groups * R * S)).astype(
-            np.float32)
-        b = rng.standard_normal(K, dtype=np.float32)
-        go = rng.standard_normal((N, K, P, Q), dtype=np.float32)
-        nhwc = layout == "NHWC"
-        to_layout = (lambda a: np.ascontiguousarray(a.transpose(0, 2, 3, 1))) if nhwc else (lambda a: a)
-        xg, wg, gog = (cp.asarray(to_layout(a)) for a in (x, w, go))
-        bg = cp.asarray(b)
-
-        def ours():
-            out = ops.conv2d(xg, wg, bg, stride, padding, 1, groups, layout=layout)
-            if backward:
-                ops.conv2d_backward(gog, xg, wg, stride, padding, 1, groups, layout=layout)
-            return out
-
-        torch = torch_cuda_peer()
-        if torch is None:
-            return ours, None, "torch.cuda (not available)"
-        F = torch.nn.functional
-        mf = torch.channels_last if nhwc else torch.contiguous_format
-        xt = torch.tensor(x, device="cuda").contiguous(memory_format=mf)
-        wt = torch.tensor(w, device="cuda").contiguous(memory_format=mf)
-        bt = torch.tensor(b, device="cuda")
-        got = torch.tensor(go, device="cuda").contiguous(memory_format=mf)
-        if backward:
-            for t in (xt, wt, bt):
-                t.requires_grad_(True)
-
-        def peer():
-            if not backward:
-                with torch.no_grad():
-                    return F.conv2d(xt, wt, bt, stride, padding, 1, groups)
-            xt.grad = wt.grad = bt.grad = None
-            out = F.conv2d(xt, wt, bt, stride, padding, 1, groups)
-            out.backward(got)
-            return out
-
-        return ours, peer, f"torch {torch.__version__} cuDNN {torch.backends.cudnn.version()}" + (
-            " channels_last" if nhwc else "")
-
-    label = f"{name} {layout} {'fwd+bwd' if backward else 'fwd'}"
-    return Case("cuda_conv", label, flops, setup, extra={"device": "cuda"}, timer=time_pair_cuda)
 
 
 def _pool_case(kind, N, C, H, W, k, s, p, layout, backward):
@@ -142,10 +89,10 @@ def cases(quick: bool = False):
     conv_shapes = (CPU_SHAPES[:2] + RESNET50[:1]) if quick else (CPU_SHAPES + RESNET50)
     for shape in conv_shapes:
         for backward in (False, True):
-            yield _conv_case(*shape, backward, "NCHW")
+            yield conv_case(*shape, backward, "NCHW", device="cuda")
     for shape in ([] if quick else RESNET50):
         for backward in (False, True):
-            yield _conv_case(*shape, backward, "NHWC")
+            yield conv_case(*shape, backward, "NHWC", device="cuda")
     pools = [("max", 64, 64, 112, 112, 3, 2, 1), ("max", 32, 32, 26, 26, 2, 2, 0), ("avg", 32, 32, 26, 26, 2, 2, 0),
              ("avg", 64, 256, 56, 56, 2, 2, 0)]
     for (kind, N, C, H, W, k, s, p) in (pools[:1] if quick else pools):
