@@ -230,8 +230,15 @@ def test_bad_inputs(rng):
         sdpa(q, k, v, attn_mask=np.ones((5, 4), bool))
     with pytest.raises(ValueError, match="is_causal"):
         sdpa(q, k, v, attn_mask=np.ones((5, 6), bool), is_causal=True)
-    with pytest.raises(ValueError, match="leading"):
-        sdpa(q, k[:1], v[:1])
+    with pytest.raises(ValueError, match=r"leading \(batch\) dims .* do not broadcast"):
+        sdpa(q, np.concatenate([k, k[:1]]), np.concatenate([v, v[:1]]))
+    q4, k4 = rand(rng, (2, 6, 5, 8)), rand(rng, (2, 4, 6, 8))
+    with pytest.raises(ValueError, match=r"enable_gqa.*divide q's \(2, 6, 5, 8\)"):
+        sdpa(q4, k4, k4, enable_gqa=True)
+    with pytest.raises(ValueError, match=r"enable_gqa.*must be equal"):
+        sdpa(q4, k4[:, :3], k4[:, :2], enable_gqa=True)
+    with pytest.raises(ValueError, match="enable_gqa=True needs a heads dim"):
+        sdpa(q4[0, 0], k4[0, 0], k4[0, 0], enable_gqa=True)
     with pytest.raises(ValueError, match="dropout_p"):
         sdpa(q, k, v, dropout_p=1.0)
     with pytest.raises(ValueError, match="at least 2 dims"):
@@ -249,3 +256,90 @@ def test_bad_inputs(rng):
         sdpa_bwd(out[:, :2], saved)
     with pytest.raises(TypeError, match="saved"):
         sdpa_bwd(out, None)
+
+
+def _expand_ref(q, k, v, groups=1, **kw):
+    """The float64 reference on explicitly broadcast (and head-repeated) inputs; its gradients summed back
+    to the inputs' shapes by hand."""
+    if groups > 1:
+        k, v = np.repeat(k, groups, axis=-3), np.repeat(v, groups, axis=-3)
+    lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    qb, kb, vb = (np.broadcast_to(a, lead + a.shape[-2:]) for a in (q, k, v))
+    out, back = ref_sdpa(qb, kb, vb, **kw)
+
+    def backward(g, shapes):
+        grads = []
+        for gi, shape, grp in zip(back(g), shapes, (1, groups, groups)):
+            rep = shape[:-3] + (shape[-3] * grp,) + shape[-2:] if grp > 1 else shape
+            while gi.ndim > len(rep):
+                gi = gi.sum(0)
+            for ax, (a, b) in enumerate(zip(gi.shape, rep)):
+                if a != b:
+                    gi = gi.sum(ax, keepdims=True)
+            if grp > 1:
+                gi = sum(gi[..., j::grp, :, :] for j in range(grp))  # heads h*grp + j belong to kv head h
+            grads.append(gi)
+        return grads
+
+    return out, backward
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("qs,ks,vs,groups,causal", [
+    ((2, 3, 5, 8), (1, 3, 7, 8), (1, 3, 7, 8), 1, False),   # k, v shared over the batch
+    ((2, 3, 5, 8), (2, 1, 7, 8), (2, 1, 7, 6), 1, True),    # ... over the heads
+    ((1, 3, 17, 8), (2, 3, 7, 8), (2, 3, 7, 8), 1, False),  # q shared
+    ((2, 3, 5, 8), (3, 7, 8), (3, 7, 8), 1, False),         # fewer leading dims
+    ((2, 3, 5, 8), (7, 8), (7, 8), 1, True),
+    ((2, 4, 5, 8), (2, 2, 7, 8), (2, 2, 7, 8), 2, False),   # grouped-query attention
+    ((2, 6, 9, 16), (1, 2, 7, 16), (1, 2, 7, 5), 3, True),  # GQA and broadcasting
+    ((4, 5, 8), (1, 7, 8), (1, 7, 8), 4, False),            # multi-query (one kv head)
+])
+def test_broadcast_leading_dims_and_gqa(cpu_path, rng, dtype, qs, ks, vs, groups, causal):
+    q, k, v = rand(rng, qs, dtype), rand(rng, ks, dtype), rand(rng, vs, dtype)
+    out, saved = sdpa(q, k, v, is_causal=causal, return_saved=True, enable_gqa=groups > 1)
+    ref, back = _expand_ref(q, k, v, groups, is_causal=causal)
+    assert out.shape == ref.shape
+    tol = 3e-6 if dtype == np.float32 else 1e-12
+    assert rel_err(out, ref) < tol
+    g = rand(rng, out.shape, dtype)
+    for a, b, shape in zip(sdpa_bwd(g, saved), back(g, (qs, ks, vs)), (qs, ks, vs)):
+        assert a.shape == shape and a.dtype == dtype
+        assert rel_err(a, b) < tol * 10
+
+
+def test_broadcast_and_gqa_against_torch(rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    for qs, ks, gqa in (((2, 4, 9, 8), (1, 2, 11, 8), True), ((3, 2, 9, 8), (1, 2, 11, 8), False)):
+        q, k, v = rand(rng, qs), rand(rng, ks), rand(rng, ks)
+        out, saved = sdpa(q, k, v, is_causal=True, return_saved=True, enable_gqa=gqa)
+        qt, kt, vt = (torch.from_numpy(a).requires_grad_() for a in (q, k, v))
+        ot = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=gqa)
+        g = rand(rng, out.shape)
+        ot.backward(torch.from_numpy(g))
+        assert rel_err(out, ot.detach().numpy()) < 1e-12
+        for a, t in zip(sdpa_bwd(g, saved), (qt, kt, vt)):
+            assert a.shape == tuple(t.shape) and rel_err(a, t.grad.numpy()) < 1e-12
+
+
+@pytest.mark.parametrize("qs,ks,vs", [
+    ((2, 3, 0, 8), (2, 3, 7, 8), (2, 3, 7, 8)),  # no queries
+    ((2, 3, 5, 8), (2, 3, 0, 8), (2, 3, 0, 8)),  # no keys: zeros, as torch
+    ((0, 3, 5, 8), (0, 3, 7, 8), (0, 3, 7, 8)),  # empty batch
+    ((2, 3, 5, 8), (2, 3, 7, 8), (2, 3, 7, 0)),  # Dv = 0
+    ((2, 3, 5, 0), (2, 3, 7, 0), (2, 3, 7, 4)),  # D = 0: every score 0, out = mean of v
+])
+def test_empty_dims(rng, qs, ks, vs):
+    q, k, v = rand(rng, qs), rand(rng, ks), rand(rng, vs)
+    out, saved = sdpa(q, k, v, return_saved=True)
+    g = rand(rng, out.shape)
+    grads = sdpa_bwd(g, saved)
+    assert out.shape == qs[:-1] + vs[-1:] and [a.shape for a in grads] == [qs, ks, vs]
+    if ks[-2] == 0:  # no keys: the output is zeros (torch too), so every gradient is zero
+        assert not out.any() and not any(a.any() for a in grads)
+        return
+    ref, back = ref_sdpa(q, k, v, scale=1.0 if qs[-1] == 0 else None)  # D = 0: out is the mean of v (torch too)
+    assert out.size == 0 or rel_err(out, ref) < 1e-12
+    for a, b in zip(grads, back(g)):
+        assert a.size == 0 or np.abs(a - b).max() < 1e-12

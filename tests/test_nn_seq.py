@@ -144,8 +144,20 @@ def test_sdpa_dropout_repeats_under_manual_seed(rng):
     a2 = F.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
     np.testing.assert_array_equal(a.detach().numpy(), a2.detach().numpy())
     assert not np.array_equal(a.detach().numpy(), b.detach().numpy())
+
+
+def test_sdpa_gqa_and_broadcast_through_autograd(rng):
+    """Grouped-query attention with k/v shared over the batch: gradients arrive in each input's shape."""
+    q = lf.tensor(rng.standard_normal((2, 4, 5, 8)), requires_grad=True)
+    k, v = (lf.tensor(rng.standard_normal((1, 2, 7, 8)), requires_grad=True) for _ in range(2))
+    out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    assert out.shape == (2, 4, 5, 8)
+    out.sum().backward()
+    assert q.grad.shape == (2, 4, 5, 8) and k.grad.shape == (1, 2, 7, 8) and v.grad.shape == (1, 2, 7, 8)
+    # every query row's weights sum to 1, so d(sum out)/dv counts the queries reading each value row
+    np.testing.assert_allclose(v.grad.numpy().sum(), 2 * 4 * 5 * 8, rtol=1e-12)
     with pytest.raises(ValueError, match="enable_gqa"):
-        F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        F.scaled_dot_product_attention(q, lf.tensor(rng.standard_normal((1, 3, 7, 8))), v, enable_gqa=True)
 
 
 # ---- LSTM / LSTMCell ------------------------------------------------------------------------------------------

@@ -106,7 +106,6 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
     const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
     const int64_t mr = ki.mr, nr = ki.nr;
     const int64_t BR = kBrF / mr * mr, BC = kBcF;  // BC is a multiple of every nr
-    const int64_t mtile = BR / mr;
     const int64_t nqt = (L + BR - 1) / BR;
     const int64_t nkt = (S + BC - 1) / BC;
     const int64_t nkp = (S + nr - 1) / nr;     // key panels of nr keys
@@ -131,31 +130,15 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
 #pragma omp parallel for num_threads(npk) schedule(static)
     for (int64_t w = 0; w < N * (nkp + nkt); ++w) {
         const int64_t n = w / (nkp + nkt), e = w % (nkp + nkt);
-        if (e < nkp) {
+        if (e < nkp) {  // keys e*nr.. as columns of K^T (B(d, key) = K[key][d])
             const T* K = cx.k + cx.off(cx.ks, n);
-            T* dst = Kp + n * k_per + e * D * nr;
-            for (int64_t j = 0; j < nr; ++j) {
-                const int64_t key = e * nr + j;
-                const T* kr = K + key * cx.ks[2];
-                if (key < S)
-                    for (int64_t d = 0; d < D; ++d) dst[d * nr + j] = kr[d];
-                else
-                    for (int64_t d = 0; d < D; ++d) dst[d * nr + j] = T(0);
-            }
-        } else {
-            const int64_t jt = e - nkp;
-            const T* V = cx.v + cx.off(cx.vs, n);
+            ki.pack_b(D, S, K, 1, cx.ks[2], Kp + n * k_per, e, e + 1);
+        } else {  // key tile jt: rows of V (only its c rows are ever read)
+            const int64_t jt = e - nkp, j0 = jt * BC, c = std::min(BC, S - j0);
+            const T* V = cx.v + cx.off(cx.vs, n) + j0 * cx.vs[2];
             T* dst = Vp + n * v_per + jt * nvp * BC * nr;
-            for (int64_t kk = 0; kk < BC; ++kk) {
-                const int64_t key = jt * BC + kk;
-                for (int64_t vp = 0; vp < nvp; ++vp) {
-                    T* drow = dst + (vp * BC + kk) * nr;
-                    for (int64_t j = 0; j < nr; ++j) {
-                        const int64_t f = vp * nr + j;
-                        drow[j] = (key < S && f < Dv) ? V[key * cx.vs[2] + f] : T(0);
-                    }
-                }
-            }
+            for (int64_t vp = 0; vp < nvp; ++vp)  // panel vp at dst + vp * BC * nr, depth c
+                ki.pack_b(c, Dv, V, cx.vs[2], 1, dst + vp * BC * nr - vp * c * nr, vp, vp + 1);
         }
     }
 
@@ -164,38 +147,31 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t itm = 0; itm < items; ++itm) {
         const int64_t n = itm / nqt, i0 = (itm % nqt) * BR, r = std::min(BR, L - i0);
-        // per-thread scratch: S tile (BR x BC), packed Q (BR x D), packed P (BR x BC), O (BR x DvP), m, l
+        // per-thread scratch: S tile (BR x BC), packed Q (BR x D), packed P (BR x BC), O (BR x DvP), m, l;
+        // the A packing may write kGemmPackSlack elements past the end of qp and pp.
+        constexpr int64_t slack = detail::kGemmPackSlack;
         T* sb = thread_arena(ArenaSlot::k0).get_as<T>(
-            static_cast<size_t>(BR * BC + BR * D + BR * BC + BR * DvP + 2 * BR));
+            static_cast<size_t>(BR * BC + BR * D + BR * BC + BR * DvP + 2 * BR + 2 * slack));
         T* qp = sb + BR * BC;
-        T* pp = qp + BR * D;
-        T* oa = pp + BR * BC;
+        T* pp = qp + BR * D + slack;
+        T* oa = pp + BR * BC + slack;
         T* m = oa + BR * DvP;
         T* l = m + BR;
         const T* Q = cx.q + cx.off(cx.qs, n) + i0 * cx.qs[2];
-        for (int64_t it = 0; it < mtile; ++it)  // Q rows as A panels [D][mr] (zero rows past r)
-            for (int64_t i = 0; i < mr; ++i) {
-                const int64_t row = it * mr + i;
-                T* d = qp + it * mr * D + i;
-                if (row < r) {
-                    const T* qr = Q + row * cx.qs[2];
-                    for (int64_t k = 0; k < D; ++k) d[k * mr] = qr[k];
-                } else {
-                    for (int64_t k = 0; k < D; ++k) d[k * mr] = T(0);
-                }
-            }
-        std::fill(oa, oa + BR * DvP, T(0));
+        ki.pack_a(r, D, Q, cx.qs[2], 1, qp);  // Q rows as A panels [D][mr] (zero rows past r)
         for (int64_t ii = 0; ii < BR; ++ii) {
             m[ii] = ninf;
             l[ii] = 0;
         }
         const int64_t mt_used = (r + mr - 1) / mr;
         const int64_t j_end = cx.causal ? std::min(S, i0 + r) : S;
+        bool first = true;  // the first key tile writes O (beta = 0) instead of rescaling and adding
         for (int64_t j0 = 0; j0 < j_end; j0 += BC) {
             const int64_t c = std::min(BC, j_end - j0), ncp = (c + nr - 1) / nr;
             const T* kp = Kp + n * k_per + (j0 / nr) * D * nr;
-            for (int64_t it = 0; it < mt_used; ++it)
-                for (int64_t p = 0; p < ncp; ++p)
+            // S = scale Q_i K_j^T; one key panel (D x nr, in L1) against every query strip
+            for (int64_t p = 0; p < ncp; ++p)
+                for (int64_t it = 0; it < mt_used; ++it)
                     ki.ukernel(D, qp + it * mr * D, kp + p * D * nr, ki.nr, sb + it * mr * BC + p * nr, BC, 1, cx.scale, T(0));
             apply_mask(cx, n, i0, r, j0, c, sb, BC);
             for (int64_t ii = 0; ii < r; ++ii) {
@@ -210,7 +186,7 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
                 const T sum = kern.exp_sub_sum(s_, c, mn);
                 l[ii] = l[ii] * alpha + sum;
                 m[ii] = mn;
-                if (alpha != T(1)) {
+                if (alpha != T(1) && !first) {
                     T* o = oa + ii * DvP;
                     for (int64_t d = 0; d < DvP; ++d) o[d] *= alpha;
                 }
@@ -221,23 +197,15 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
                 }
             }
             // P as A panels [c][mr] (zero rows past r), then O += P V_j
-            for (int64_t it = 0; it < mt_used; ++it) {
-                T* d = pp + it * mr * c;
-                for (int64_t i = 0; i < mr; ++i) {
-                    const int64_t row = it * mr + i;
-                    if (row < r) {
-                        const T* srow = sb + row * BC;
-                        for (int64_t kk = 0; kk < c; ++kk) d[kk * mr + i] = srow[kk];
-                    } else {
-                        for (int64_t kk = 0; kk < c; ++kk) d[kk * mr + i] = T(0);
-                    }
-                }
-            }
+            ki.pack_a(r, c, sb, BC, 1, pp);
             const T* vp = Vp + n * v_per + (j0 / BC) * nvp * BC * nr;
             for (int64_t it = 0; it < mt_used; ++it)
                 for (int64_t p = 0; p < nvp; ++p)
-                    ki.ukernel(c, pp + it * mr * c, vp + p * BC * nr, ki.nr, oa + it * mr * DvP + p * nr, DvP, 1, T(1), T(1));
+                    ki.ukernel(c, pp + it * mr * c, vp + p * BC * nr, ki.nr, oa + it * mr * DvP + p * nr, DvP, 1, T(1),
+                               first ? T(0) : T(1));
+            first = false;
         }
+        if (first) std::fill(oa, oa + BR * DvP, T(0));  // no key visible (S == 0)
         T* Ob = O + cx.off(os, n) + i0 * os[2];
         T* lrow = LSE + cx.off(ls, n) + i0 * ls[2];
         for (int64_t ii = 0; ii < r; ++ii) {

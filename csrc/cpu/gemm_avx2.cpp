@@ -17,64 +17,123 @@ namespace detail {
 
 namespace {
 
-inline void store_row_ps(float* c, __m256 v, __m256 valpha, __m256 vbeta, bool beta_zero) {
-    v = _mm256_mul_ps(v, valpha);
-    if (!beta_zero) v = _mm256_fmadd_ps(vbeta, _mm256_loadu_ps(c), v);
-    _mm256_storeu_ps(c, v);
-}
-
 void sgemm_6x16(int64_t k, const float* a, const float* b, int64_t rs_b, float* c, int64_t rs_c,
                 int64_t cs_c, float alpha, float beta) {
     // The depth loop is written in assembly: with intrinsics GCC spilled an accumulator to the stack
     // inside the loop (12 accumulators + 2 B vectors + broadcasts use all 16 ymm registers).
     // Registers: ymm4..ymm15 accumulate C rows 0..5 (two 8-wide halves each), ymm0/ymm1 hold the B row,
     // ymm2/ymm3 the broadcast A values.
-    alignas(32) float acc[6][16];
+    // For row-major C (cs_c == 1) the epilogue (C = alpha acc + beta C) is in the assembly too, straight
+    // from the accumulators: attention and the LSTM call this kernel with k = 64..128, where a round trip
+    // of the 12 accumulators through the stack cost ~10% of a call.
+#define LF_SGEMM_6x16_LOOP                                      \
+    "vxorps %%ymm4, %%ymm4, %%ymm4\n\t"                          \
+    "vxorps %%ymm5, %%ymm5, %%ymm5\n\t"                          \
+    "vxorps %%ymm6, %%ymm6, %%ymm6\n\t"                          \
+    "vxorps %%ymm7, %%ymm7, %%ymm7\n\t"                          \
+    "vxorps %%ymm8, %%ymm8, %%ymm8\n\t"                          \
+    "vxorps %%ymm9, %%ymm9, %%ymm9\n\t"                          \
+    "vxorps %%ymm10, %%ymm10, %%ymm10\n\t"                       \
+    "vxorps %%ymm11, %%ymm11, %%ymm11\n\t"                       \
+    "vxorps %%ymm12, %%ymm12, %%ymm12\n\t"                       \
+    "vxorps %%ymm13, %%ymm13, %%ymm13\n\t"                       \
+    "vxorps %%ymm14, %%ymm14, %%ymm14\n\t"                       \
+    "vxorps %%ymm15, %%ymm15, %%ymm15\n\t"                       \
+    "test %[k], %[k]\n\t"                                        \
+    "jle 2f\n\t"                                                 \
+    ".p2align 4\n"                                               \
+    "1:\n\t"                                                     \
+    "prefetcht0 384(%[a])\n\t"                                   \
+    "vmovups (%[b]), %%ymm0\n\t"                                 \
+    "vmovups 32(%[b]), %%ymm1\n\t"                               \
+    "vbroadcastss 0(%[a]), %%ymm2\n\t"                           \
+    "vbroadcastss 4(%[a]), %%ymm3\n\t"                           \
+    "vfmadd231ps %%ymm0, %%ymm2, %%ymm4\n\t"                     \
+    "vfmadd231ps %%ymm1, %%ymm2, %%ymm5\n\t"                     \
+    "vfmadd231ps %%ymm0, %%ymm3, %%ymm6\n\t"                     \
+    "vfmadd231ps %%ymm1, %%ymm3, %%ymm7\n\t"                     \
+    "vbroadcastss 8(%[a]), %%ymm2\n\t"                           \
+    "vbroadcastss 12(%[a]), %%ymm3\n\t"                          \
+    "vfmadd231ps %%ymm0, %%ymm2, %%ymm8\n\t"                     \
+    "vfmadd231ps %%ymm1, %%ymm2, %%ymm9\n\t"                     \
+    "vfmadd231ps %%ymm0, %%ymm3, %%ymm10\n\t"                    \
+    "vfmadd231ps %%ymm1, %%ymm3, %%ymm11\n\t"                    \
+    "vbroadcastss 16(%[a]), %%ymm2\n\t"                          \
+    "vbroadcastss 20(%[a]), %%ymm3\n\t"                          \
+    "vfmadd231ps %%ymm0, %%ymm2, %%ymm12\n\t"                    \
+    "vfmadd231ps %%ymm1, %%ymm2, %%ymm13\n\t"                    \
+    "vfmadd231ps %%ymm0, %%ymm3, %%ymm14\n\t"                    \
+    "vfmadd231ps %%ymm1, %%ymm3, %%ymm15\n\t"                    \
+    "add $24, %[a]\n\t"                                          \
+    "add %[rsb], %[b]\n\t"                                       \
+    "dec %[k]\n\t"                                               \
+    "jnz 1b\n"                                                   \
+    "2:\n\t"
     const int64_t rs_b_bytes = rs_b * static_cast<int64_t>(sizeof(float));
     int64_t kk = k;
+    if (cs_c == 1) {
+        // Rows 0..2 at c + {0, 1, 2} rs_c, rows 3..5 at c3 + {0, 1, 2} rs_c (x86 scales stop at 8 bytes).
+        const int64_t rs_c_bytes = rs_c * static_cast<int64_t>(sizeof(float));
+        float* c3 = c + 3 * rs_c;
+        const int64_t scale_acc = alpha != 1.0f, read_c = beta != 0.0f;
+        __asm__ volatile(
+            LF_SGEMM_6x16_LOOP
+            "test %[sa], %[sa]\n\t"
+            "jz 3f\n\t"
+            "vbroadcastss %[alpha], %%ymm0\n\t"
+            "vmulps %%ymm0, %%ymm4, %%ymm4\n\t"
+            "vmulps %%ymm0, %%ymm5, %%ymm5\n\t"
+            "vmulps %%ymm0, %%ymm6, %%ymm6\n\t"
+            "vmulps %%ymm0, %%ymm7, %%ymm7\n\t"
+            "vmulps %%ymm0, %%ymm8, %%ymm8\n\t"
+            "vmulps %%ymm0, %%ymm9, %%ymm9\n\t"
+            "vmulps %%ymm0, %%ymm10, %%ymm10\n\t"
+            "vmulps %%ymm0, %%ymm11, %%ymm11\n\t"
+            "vmulps %%ymm0, %%ymm12, %%ymm12\n\t"
+            "vmulps %%ymm0, %%ymm13, %%ymm13\n\t"
+            "vmulps %%ymm0, %%ymm14, %%ymm14\n\t"
+            "vmulps %%ymm0, %%ymm15, %%ymm15\n"
+            "3:\n\t"
+            "test %[rc], %[rc]\n\t"
+            "jz 4f\n\t"
+            "vbroadcastss %[beta], %%ymm1\n\t"
+            "vfmadd231ps (%[c]), %%ymm1, %%ymm4\n\t"
+            "vfmadd231ps 32(%[c]), %%ymm1, %%ymm5\n\t"
+            "vfmadd231ps (%[c],%[rsc]), %%ymm1, %%ymm6\n\t"
+            "vfmadd231ps 32(%[c],%[rsc]), %%ymm1, %%ymm7\n\t"
+            "vfmadd231ps (%[c],%[rsc],2), %%ymm1, %%ymm8\n\t"
+            "vfmadd231ps 32(%[c],%[rsc],2), %%ymm1, %%ymm9\n\t"
+            "vfmadd231ps (%[c3]), %%ymm1, %%ymm10\n\t"
+            "vfmadd231ps 32(%[c3]), %%ymm1, %%ymm11\n\t"
+            "vfmadd231ps (%[c3],%[rsc]), %%ymm1, %%ymm12\n\t"
+            "vfmadd231ps 32(%[c3],%[rsc]), %%ymm1, %%ymm13\n\t"
+            "vfmadd231ps (%[c3],%[rsc],2), %%ymm1, %%ymm14\n\t"
+            "vfmadd231ps 32(%[c3],%[rsc],2), %%ymm1, %%ymm15\n"
+            "4:\n\t"
+            "vmovups %%ymm4, (%[c])\n\t"
+            "vmovups %%ymm5, 32(%[c])\n\t"
+            "vmovups %%ymm6, (%[c],%[rsc])\n\t"
+            "vmovups %%ymm7, 32(%[c],%[rsc])\n\t"
+            "vmovups %%ymm8, (%[c],%[rsc],2)\n\t"
+            "vmovups %%ymm9, 32(%[c],%[rsc],2)\n\t"
+            "vmovups %%ymm10, (%[c3])\n\t"
+            "vmovups %%ymm11, 32(%[c3])\n\t"
+            "vmovups %%ymm12, (%[c3],%[rsc])\n\t"
+            "vmovups %%ymm13, 32(%[c3],%[rsc])\n\t"
+            "vmovups %%ymm14, (%[c3],%[rsc],2)\n\t"
+            "vmovups %%ymm15, 32(%[c3],%[rsc],2)\n\t"
+            : [a] "+r"(a), [b] "+r"(b), [k] "+r"(kk)
+            : [rsb] "r"(rs_b_bytes), [c] "r"(c), [c3] "r"(c3), [rsc] "r"(rs_c_bytes), [sa] "r"(scale_acc),
+              [rc] "r"(read_c), [alpha] "m"(alpha), [beta] "m"(beta)
+            : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+              "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+        return;
+    }
+
+    // General C strides: the accumulators go through the stack.
+    alignas(32) float acc[6][16];
     __asm__ volatile(
-        "vxorps %%ymm4, %%ymm4, %%ymm4\n\t"
-        "vxorps %%ymm5, %%ymm5, %%ymm5\n\t"
-        "vxorps %%ymm6, %%ymm6, %%ymm6\n\t"
-        "vxorps %%ymm7, %%ymm7, %%ymm7\n\t"
-        "vxorps %%ymm8, %%ymm8, %%ymm8\n\t"
-        "vxorps %%ymm9, %%ymm9, %%ymm9\n\t"
-        "vxorps %%ymm10, %%ymm10, %%ymm10\n\t"
-        "vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
-        "vxorps %%ymm12, %%ymm12, %%ymm12\n\t"
-        "vxorps %%ymm13, %%ymm13, %%ymm13\n\t"
-        "vxorps %%ymm14, %%ymm14, %%ymm14\n\t"
-        "vxorps %%ymm15, %%ymm15, %%ymm15\n\t"
-        "test %[k], %[k]\n\t"
-        "jle 2f\n\t"
-        ".p2align 4\n"
-        "1:\n\t"
-        "prefetcht0 384(%[a])\n\t"
-        "vmovups (%[b]), %%ymm0\n\t"
-        "vmovups 32(%[b]), %%ymm1\n\t"
-        "vbroadcastss 0(%[a]), %%ymm2\n\t"
-        "vbroadcastss 4(%[a]), %%ymm3\n\t"
-        "vfmadd231ps %%ymm0, %%ymm2, %%ymm4\n\t"
-        "vfmadd231ps %%ymm1, %%ymm2, %%ymm5\n\t"
-        "vfmadd231ps %%ymm0, %%ymm3, %%ymm6\n\t"
-        "vfmadd231ps %%ymm1, %%ymm3, %%ymm7\n\t"
-        "vbroadcastss 8(%[a]), %%ymm2\n\t"
-        "vbroadcastss 12(%[a]), %%ymm3\n\t"
-        "vfmadd231ps %%ymm0, %%ymm2, %%ymm8\n\t"
-        "vfmadd231ps %%ymm1, %%ymm2, %%ymm9\n\t"
-        "vfmadd231ps %%ymm0, %%ymm3, %%ymm10\n\t"
-        "vfmadd231ps %%ymm1, %%ymm3, %%ymm11\n\t"
-        "vbroadcastss 16(%[a]), %%ymm2\n\t"
-        "vbroadcastss 20(%[a]), %%ymm3\n\t"
-        "vfmadd231ps %%ymm0, %%ymm2, %%ymm12\n\t"
-        "vfmadd231ps %%ymm1, %%ymm2, %%ymm13\n\t"
-        "vfmadd231ps %%ymm0, %%ymm3, %%ymm14\n\t"
-        "vfmadd231ps %%ymm1, %%ymm3, %%ymm15\n\t"
-        "add $24, %[a]\n\t"
-        "add %[rsb], %[b]\n\t"
-        "dec %[k]\n\t"
-        "jnz 1b\n"
-        "2:\n\t"
+        LF_SGEMM_6x16_LOOP
         "vmovaps %%ymm4, 0(%[acc])\n\t"
         "vmovaps %%ymm5, 32(%[acc])\n\t"
         "vmovaps %%ymm6, 64(%[acc])\n\t"
@@ -91,16 +150,8 @@ void sgemm_6x16(int64_t k, const float* a, const float* b, int64_t rs_b, float* 
         : [rsb] "r"(rs_b_bytes), [acc] "r"(&acc[0][0])
         : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
           "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
-
-    const __m256 valpha = _mm256_set1_ps(alpha), vbeta = _mm256_set1_ps(beta);
+#undef LF_SGEMM_6x16_LOOP
     const bool bz = beta == 0.0f;
-    if (cs_c == 1) {
-        for (int i = 0; i < 6; ++i) {
-            store_row_ps(c + i * rs_c, _mm256_load_ps(acc[i]), valpha, vbeta, bz);
-            store_row_ps(c + i * rs_c + 8, _mm256_load_ps(acc[i] + 8), valpha, vbeta, bz);
-        }
-        return;
-    }
     for (int i = 0; i < 6; ++i)
         for (int j = 0; j < 16; ++j) {
             float& cij = c[i * rs_c + j * cs_c];

@@ -593,15 +593,15 @@ class _SDPA(Function):
     v (..., S, Dv). The kernel saves the output and the per-row log-sum-exp, never the L x S matrix.
     The mask is not differentiated."""
 
-    def forward(self, q, k, v, attn_mask, dropout_p, is_causal, scale, seed):
+    def forward(self, q, k, v, attn_mask, dropout_p, is_causal, scale, seed, enable_gqa):
         out, self.saved = ops.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale,
-                                                           seed=seed, return_saved=True)
+                                                           seed=seed, return_saved=True, enable_gqa=enable_gqa)
         return out
 
     def backward(self, g):
         n = self.needs_input_grad
         gq, gk, gv = ops.scaled_dot_product_attention_backward(g, self.saved)
-        return gq if n[0] else None, gk if n[1] else None, gv if n[2] else None, None, None, None, None, None
+        return (gq if n[0] else None, gk if n[1] else None, gv if n[2] else None) + (None,) * 6
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -610,13 +610,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     value (..., S, Dv) -> (..., L, Dv). attn_mask: bool (True = take part in attention) or float (added
     to the scores), broadcastable to (..., L, S); not differentiated. Dropout (when dropout_p > 0, as
     torch's functional: whatever the module's mode) draws its seed from layerforge's generator, so runs
-    repeat under ``layerforge.manual_seed``."""
-    if enable_gqa:
-        raise ValueError("scaled_dot_product_attention: enable_gqa=True is not supported by layerforge")
+    repeat under ``layerforge.manual_seed``. The leading dims of query, key and value broadcast;
+    ``enable_gqa=True``: key and value may have fewer heads (dim -3), a divisor of query's (torch's rule)."""
     q, k, v = _t(query), _t(key), _t(value)
     mask = attn_mask._data if isinstance(attn_mask, Tensor) else attn_mask
     seed = int(default_generator().integers(0, 2**63 - 1)) if dropout_p > 0 else 0
-    return _SDPA.apply(q, k, v, mask, dropout_p, is_causal, scale, seed)
+    return _SDPA.apply(q, k, v, mask, dropout_p, is_causal, scale, seed, bool(enable_gqa))
 
 
 class _LSTMLayer(Function):
