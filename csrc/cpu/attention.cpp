@@ -62,6 +62,19 @@ struct Ctx {
     uint64_t seed;
     int64_t N() const { return B1 * B2; }
     int64_t off(const int64_t* s, int64_t n) const { return (n / B2) * s[0] + (n % B2) * s[1]; }
+    // Keys [lo, hi) of batch index n that can take part: a boolean mask that is the same for every query
+    // (a key padding mask, (B, 1, 1, S)) excludes the keys before its first and after its last True, so
+    // their tiles are never computed; otherwise [0, S).
+    void key_span(int64_t n, int64_t& lo, int64_t& hi) const {
+        lo = 0;
+        hi = S;
+        if (!mask->data || !mask->is_bool || mask->strides[2] != 0) return;
+        const uint8_t* m = static_cast<const uint8_t*>(mask->data) + (n / B2) * mask->strides[0] +
+                           (n % B2) * mask->strides[1];
+        const int64_t st = mask->strides[3];
+        while (hi > 0 && !m[(hi - 1) * st]) --hi;
+        while (lo < hi && !m[lo * st]) ++lo;
+    }
 };
 
 // Adds the mask / causal -inf to the score tile rows [i0, i0+r) x cols [j0, j0+c) (row stride ld).
@@ -164,9 +177,11 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
             l[ii] = 0;
         }
         const int64_t mt_used = (r + mr - 1) / mr;
-        const int64_t j_end = cx.causal ? std::min(S, i0 + r) : S;
+        int64_t k_lo, k_hi;
+        cx.key_span(n, k_lo, k_hi);
+        const int64_t j_end = cx.causal ? std::min(k_hi, i0 + r) : k_hi;
         bool first = true;  // the first key tile writes O (beta = 0) instead of rescaling and adding
-        for (int64_t j0 = 0; j0 < j_end; j0 += BC) {
+        for (int64_t j0 = k_lo / BC * BC; j0 < j_end; j0 += BC) {  // (packed K and V are tile-aligned)
             const int64_t c = std::min(BC, j_end - j0), ncp = (c + nr - 1) / nr;
             const T* kp = Kp + n * k_per + (j0 / nr) * D * nr;
             // S = scale Q_i K_j^T; one key panel (D x nr, in L1) against every query strip
@@ -238,11 +253,6 @@ void pack_a_rows(const T* a, int64_t rs, int64_t rows, int64_t K, int64_t mr, T*
             }
         }
     }
-}
-// B panels of a^T: a is (cols x K) (rows of a become columns), panels of nr columns as [K][nr].
-template <typename T>
-void pack_bt_rows(const T* a, int64_t rs, int64_t cols, int64_t K, int64_t nr, T* dst) {
-    pack_a_rows(a, rs, cols, K, nr, dst);  // the same layout with nr in place of mr
 }
 // B panels of a: a is (K x cols) (row stride rs), panels of nr columns as [K][nr]; K rows, cols columns.
 template <typename T>
@@ -332,14 +342,14 @@ void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const Vie
         const int64_t n = it_ / chunks, chunk = it_ % chunks;
         const size_t tile = static_cast<size_t>(BR * BC);
         T* buf = thread_arena(ArenaSlot::k0).get_as<T>(
-            6 * tile + static_cast<size_t>(D * BC + Dv * BC + BC * Dp + BC * Dp + BC * Dvp));
+            6 * tile + static_cast<size_t>(detail::kGemmPackSlack + D * BC + Dv * BC + BC * Dp + BC * Dp + BC * Dvp));
         T* sb = buf;             // S, then P (BR x BC)
         T* dp = sb + tile;       // dP, then dS (BR x BC)
         T* pd = dp + tile;       // dropped P (dropout only)
         T* ptA = pd + tile;      // P^T (or dropped) as A panels: [r][mr] per mr keys
         T* dstA = ptA + tile;    // dS^T as A panels
         T* dsA = dstA + tile;    // dS as A panels: [c][mr] per mr queries
-        T* kbt = dsA + tile;     // K_j^T as B panels [D][nr keys]
+        T* kbt = dsA + tile + detail::kGemmPackSlack;  // K_j^T as B panels [D][nr keys]
         T* vbt = kbt + D * BC;   // V_j^T as B panels [Dv][nr keys]
         T* kb = vbt + Dv * BC;   // K_j as B panels [c][nr features]
         T* dka = kb + BC * Dp;   // dK_j accumulator (BC x Dp)
@@ -355,13 +365,27 @@ void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const Vie
         const T* Gb = base + Lp * (D + Dv + Dp);
         T* dQ = dQacc + it_ * Lp * Dp;
         std::fill(dQ, dQ + Lp * Dp, T(0));
+        int64_t k_lo, k_hi;
+        cx.key_span(n, k_lo, k_hi);
         for (int64_t jt = chunk; jt < nkt; jt += chunks) {
-            const int64_t j0 = jt * BC, c = std::min(BC, S - j0);
+            const int64_t j0 = jt * BC, c = std::min(BC, k_hi - j0);
+            if (c <= 0 || j0 + BC <= k_lo) {  // no key of this tile takes part: zero gradients
+                const int64_t cz = std::min(BC, S - j0);
+                std::fill(GK + n * S * D + j0 * D, GK + n * S * D + (j0 + cz) * D, T(0));
+                std::fill(GV + n * S * Dv + j0 * Dv, GV + n * S * Dv + (j0 + cz) * Dv, T(0));
+                continue;
+            }
+            if (c < std::min(BC, S - j0)) {  // the tile's keys past k_hi
+                std::fill(GK + n * S * D + (j0 + c) * D, GK + n * S * D + std::min(S, j0 + BC) * D, T(0));
+                std::fill(GV + n * S * Dv + (j0 + c) * Dv, GV + n * S * Dv + std::min(S, j0 + BC) * Dv, T(0));
+            }
             const int64_t cp = (c + nr - 1) / nr * nr;  // keys padded to nr
             const int64_t ckt = (c + mr - 1) / mr;      // key row tiles
-            pack_bt_rows(K + j0 * cx.ks[2], cx.ks[2], c, D, nr, kbt);
-            pack_bt_rows(V + j0 * cx.vs[2], cx.vs[2], c, Dv, nr, vbt);
-            pack_b_rows(K + j0 * cx.ks[2], cx.ks[2], c, D, nr, kb);
+            const T* Kj = K + j0 * cx.ks[2];
+            const T* Vj = V + j0 * cx.vs[2];
+            ki.pack_b(D, c, Kj, 1, cx.ks[2], kbt, 0, cp / nr);    // K_j^T: [D][nr keys] panels
+            ki.pack_b(Dv, c, Vj, 1, cx.vs[2], vbt, 0, cp / nr);   // V_j^T
+            ki.pack_b(c, D, Kj, cx.ks[2], 1, kb, 0, Dp / nr);     // K_j: [c][nr features] panels
             std::fill(dka, dka + BC * Dp, T(0));
             std::fill(dva, dva + BC * Dvp, T(0));
             const int64_t i_start = cx.causal ? (j0 / BR) * BR : 0;
@@ -418,7 +442,7 @@ void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const Vie
                         for (; j < mr; ++j) pa[ii * mr + j] = da[ii * mr + j] = T(0);
                     }
                 }
-                pack_a_rows(dp, BC, r, c, mr, dsA);
+                ki.pack_a(r, c, dp, BC, 1, dsA);  // (may write kGemmPackSlack past its end: kbt follows after a gap)
                 // dV_j += P^T dO_i ; dK_j += scale dS^T Q_i  (k = r query rows)
                 for (int64_t kt = 0; kt < ckt; ++kt) {
                     for (int64_t b = 0; b < Dvp / nr; ++b)

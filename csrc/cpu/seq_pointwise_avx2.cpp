@@ -18,11 +18,16 @@ namespace {
 // x = n ln2 + r, |r| <= ln2/2: n comes from one FMA against 1.5 * 2^23 + 127 (the float's low mantissa
 // bits then hold n + 127, already the biased exponent of 2^n), exp(r) = 1 + r + r^2 p(r) with p of degree
 // 5 evaluated in Estrin form (a shorter dependency chain than Horner: attention's softmax is bound by it).
+// kAnyX = false: the caller guarantees x <= 0 or NaN (softmax: s - max), so the clamps go; below -87.3
+// the intermediate values are garbage (NaN for -inf) and the final AND with `keep` zeroes every bit.
+template <bool kAnyX = true>
 inline __m256 exp8(__m256 x) {
     const __m256 lo = _mm256_set1_ps(-87.3f);
     const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
-    x = _mm256_max_ps(x, lo);
+    if (kAnyX) {
+        x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+        x = _mm256_max_ps(x, lo);
+    }
     const __m256 shifter = _mm256_set1_ps(12582912.0f + 127.0f);
     const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), shifter);
     const __m256 fx = _mm256_sub_ps(t, shifter);  // n - 0 (exact)
@@ -167,8 +172,8 @@ float exp_sub_sum_avx2(float* s, int64_t n, float m) {
     __m256 acc1 = _mm256_setzero_ps();
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) {  // two independent chains per iteration
-        const __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
-        const __m256 e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), vm));
+        const __m256 e0 = exp8<false>(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+        const __m256 e1 = exp8<false>(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), vm));
         _mm256_storeu_ps(s + j, e0);
         _mm256_storeu_ps(s + j + 8, e1);
         acc = _mm256_add_ps(acc, e0);
@@ -176,7 +181,7 @@ float exp_sub_sum_avx2(float* s, int64_t n, float m) {
     }
     acc = _mm256_add_ps(acc, acc1);
     for (; j + 8 <= n; j += 8) {
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+        const __m256 e = exp8<false>(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
         _mm256_storeu_ps(s + j, e);
         acc = _mm256_add_ps(acc, e);
     }
@@ -184,7 +189,7 @@ float exp_sub_sum_avx2(float* s, int64_t n, float m) {
         alignas(32) float buf[8];
         const int64_t r = n - j;
         for (int64_t t = 0; t < 8; ++t) buf[t] = t < r ? s[j + t] : -std::numeric_limits<float>::infinity();
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_load_ps(buf), vm));
+        const __m256 e = exp8<false>(_mm256_sub_ps(_mm256_load_ps(buf), vm));
         _mm256_store_ps(buf, e);
         acc = _mm256_add_ps(acc, e);
         for (int64_t t = 0; t < r; ++t) s[j + t] = buf[t];
