@@ -145,6 +145,26 @@ def test_max_pool_nan(cpu_path):
     assert idx.ravel().tolist() == [4, 7]
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_max_pool_windows_entirely_in_padding(cpu_path, rng, layout):
+    """H = 1 with padding 1 and dilation 2: every 3-tap window column reads rows -1, 1, 3, none inside.
+    Such outputs are -inf with indices past the plane (as torch, whose own backward corrupts memory on
+    them); their gradient goes nowhere, and the backward does not call the indices bad."""
+    x = rng.standard_normal((2, 3, 1, 10))
+    args = dict(kernel_size=3, stride=3, padding=(1, 0), dilation=(2, 1), ceil_mode=True)
+    xl = x.transpose(0, 2, 3, 1).copy() if layout == "NHWC" else x
+    y, idx = ops.max_pool2d(xl, return_indices=True, layout=layout, **args)
+    assert np.isneginf(y).all()
+    gx = ops.max_pool2d_backward(np.ones_like(y), xl, indices=idx, layout=layout, **args)
+    assert gx.shape == xl.shape and not gx.any()
+    bad = idx.copy()
+    bad.flat[0] = -1
+    with pytest.raises(ValueError, match="indices out of range"):  # a window that has inputs still checks
+        ops.max_pool2d_backward(np.ones((2, 3, 1, 1)) if layout == "NCHW" else np.ones((2, 1, 1, 3)),
+                                rng.standard_normal((2, 3, 3, 3)), kernel_size=3, stride=3, padding=1, layout=layout,
+                                indices=np.full((2, 3, 1, 1) if layout == "NCHW" else (2, 1, 1, 3), 99))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_max_pool_nan_in_every_tap(cpu_path, rng, dtype):
     # NaNs scattered over planes whose rows take the vectorised 2x2 kernel's full and partial steps
