@@ -27,9 +27,9 @@ inline int64_t direct_bwd_scratch_size(const ConvGeo& g, int nt) {
     return nt * ((a > b ? a : b) + g.R * g.S * 64);
 }
 
-// The register-blocked direct convolution (NCHW float32, stride 1, undilated): 6 output columns x 16
-// output channels per micro-tile. Wp: the padded image's row length (whole 6-wide blocks + the kernel's
-// reach); scratch per thread: the padded image (C, P + R - 1, Wp) and one micro-tile.
+// The register-blocked direct convolution (float32, stride 1, undilated): 6 output columns x 16 output
+// channels per micro-tile. Wp: the padded image's row length (whole 6-wide blocks + the kernel's reach);
+// scratch per thread: the padded image (C, P + R - 1, Wp; NHWC (P + R - 1, Wp, C)) and one micro-tile.
 constexpr int kBlockedQ = 6, kBlockedK = 16;
 
 inline int64_t blocked_padded_width(const ConvGeo& g) {

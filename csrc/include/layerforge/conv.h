@@ -18,7 +18,7 @@
 //                  output rows >= 16 wide: Winograd F(2x2, 3x3) — blocks of 2x2-output tiles, input
 //                  transform B^T d B, 16 GEMMs of depth C/groups, output transform A^T m A — 2.25x fewer
 //                  multiplies; on shorter rows the transforms' gathers cost what the GEMMs save.
-//  * "direct_blocked" NCHW float32, stride 1, undilated, one group, >= 8 input channels, where whole
+//  * "direct_blocked" float32, stride 1, undilated, one group, >= 8 input channels (NHWC forward: any), where whole
 //                  micro-tiles of 6 output columns x 16 output channels waste at most 30% of the work and
 //                  the batch fills the threads: register-blocked direct loops (12 AVX2 accumulators, 6
 //                  broadcast pixels x 2 weight vectors per tap) over a zero-padded copy of each image,
