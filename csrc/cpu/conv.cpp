@@ -519,15 +519,16 @@ void backward_impl(const ConvGeo& g, const T* go, const T* x, const T* w, T* gx,
         algo = Algo::im2col;
     }
     const int64_t PQ = g.P * g.Q, HW = g.H * g.W, CRS = g.Cg * g.R * g.S, wsz = g.K * CRS;
-    if (gb) grad_bias<T>(g, go, gb);
-    if (!gx && !gw) return;
-    if (algo == Algo::direct) {
+    if (algo == Algo::direct && (gx || gw)) {  // the depthwise pass may compute the bias gradient too
         const T* wt = g.nhwc ? transpose_weight_rsk<T>(g, w) : nullptr;
         T* part = detail::thread_arena(detail::ArenaSlot::k2)
                       .get_as<T>(static_cast<size_t>(detail::direct_bwd_scratch_size(g, nt)));
-        LF_DISPATCH(conv_direct_bwd<T>, g, go, x, w, wt, gx, gw, part, nt);
+        const bool bias_done = LF_DISPATCH(conv_direct_bwd<T>, g, go, x, w, wt, gx, gw, gb, part, nt);
+        if (gb && !bias_done) grad_bias<T>(g, go, gb);
         return;
     }
+    if (gb) grad_bias<T>(g, go, gb);
+    if (!gx && !gw) return;
     if (g.nhwc && algo == Algo::gemm_1x1) {
         const int64_t M = g.N * HW;
         for (int64_t gi = 0; gi < g.G; ++gi) {

@@ -23,8 +23,10 @@ inline int64_t direct_scratch_size(const ConvGeo& g) {
 // Scratch of the direct backward: NHWC per-chunk grad_w partials; NCHW per-thread padded planes + sums.
 inline int64_t direct_bwd_scratch_size(const ConvGeo& g, int nt) {
     if (g.nhwc) return nt * g.R * g.S * g.K;
+    // per thread: a padded x plane and a padded grad_out plane (each the larger of the two sizes), the
+    // grad_w accumulators (R*S x 64) and the flipped kernel (R*S)
     const int64_t a = direct_scratch_size(g), b = (g.H + (g.R - 1) * g.dh) * (g.W + (g.S - 1) * g.dw);
-    return nt * ((a > b ? a : b) + g.R * g.S * 64);
+    return nt * (2 * (a > b ? a : b) + g.R * g.S * 65);
 }
 
 // The register-blocked direct convolution (float32, stride 1, undilated): 6 output columns x 16 output
@@ -46,10 +48,12 @@ inline int64_t blocked_scratch_size(const ConvGeo& g) {
     template <typename T>                                                                             \
     void conv_direct_fwd(const ConvGeo& g, const T* x, const T* w, const T* wt, const T* b, T* out,   \
                          T* scratch, int nt);                                                         \
-    /* gx, gw may be null. scratch: direct_bwd_scratch_size(g, nt) elements.                    */ \
+    /* gx, gw, gb may be null. scratch: direct_bwd_scratch_size(g, nt) elements. Returns true   */ \
+    /* when it wrote gb (NCHW stride 1, one channel per group, gx and gw both asked: one pass);  */ \
+    /* otherwise the caller computes the bias gradient.                                           */ \
     template <typename T>                                                                             \
-    void conv_direct_bwd(const ConvGeo& g, const T* go, const T* x, const T* w, const T* wt, T* gx,   \
-                         T* gw, T* gw_partial, int nt);                                               \
+    bool conv_direct_bwd(const ConvGeo& g, const T* go, const T* x, const T* w, const T* wt, T* gx,   \
+                         T* gw, T* gb, T* gw_partial, int nt);                                        \
     /* register-blocked direct conv (conv.cpp packs wp; scratch: nt * blocked_scratch_size) */      \
     void conv_blocked_fwd(const ConvGeo& g, const float* x, const float* wp, const float* b, float* out, \
                           float* scratch, int nt);                                                   \
