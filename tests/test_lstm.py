@@ -254,3 +254,21 @@ def test_two_layer_stack_against_torch(cpu_path, rng, dtype):
     assert rel_err(g1.grad_w_ih, m.weight_ih_l0.grad.numpy()) < tol * 10
     assert rel_err(g2.grad_w_hh, m.weight_hh_l1.grad.numpy()) < tol * 10
     assert rel_err(g1.grad_b_hh, m.bias_hh_l0.grad.numpy()) < tol * 10
+
+
+@pytest.mark.parametrize("T,B", [(0, 3), (3, 0), (0, 0)])
+def test_empty_sequence_or_batch(rng, T, B):
+    """No steps: h_T = h0 and no weight gradient; no batch rows: empty outputs (torch returns them too)."""
+    I, H = 4, 5
+    x = rng.standard_normal((T, B, I))
+    h0, c0 = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    w_ih, w_hh, b_ih, b_hh = (rng.standard_normal(s) for s in ((4 * H, I), (4 * H, H), (4 * H,), (4 * H,)))
+    y, h_T, c_T, saved = ops.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, return_saved=True)
+    assert y.shape == (T, B, H) and h_T.shape == (B, H) and c_T.shape == (B, H)
+    np.testing.assert_array_equal(h_T, h0)
+    np.testing.assert_array_equal(c_T, c0)
+    g = ops.lstm_backward(rng.standard_normal(y.shape), saved, rng.standard_normal((B, H)),
+                          rng.standard_normal((B, H)))
+    assert g.grad_x.shape == (T, B, I) and g.grad_h0.shape == (B, H)
+    for gw in (g.grad_w_ih, g.grad_w_hh, g.grad_b_ih, g.grad_b_hh):
+        assert not gw.any()

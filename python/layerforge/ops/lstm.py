@@ -135,7 +135,8 @@ def lstm(x, h0=None, c0=None, w_ih=None, w_hh=None, b_ih=None, b_hh=None, return
     c_T = xp.empty((B, H), dt)
     gates = xp.empty((T, B, 4 * H), dt)
     cells = xp.empty((T, B, H), dt)
-    call("lstm_forward", x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, h_T, c_T, gates, cells)
+    if B > 0:  # an empty batch has nothing to compute (torch returns empty outputs too)
+        call("lstm_forward", x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, h_T, c_T, gates, cells)
     if return_saved:
         return y, h_T, c_T, LSTMSaved(x, h0, c0, w_ih, w_hh, b_ih is not None, b_hh is not None, y, gates, cells)
     return y, h_T, c_T
@@ -179,8 +180,13 @@ def lstm_backward(grad_y, saved: LSTMSaved, grad_h_T=None, grad_c_T=None) -> LST
     gwh = xp.empty((4 * H, H), dt)
     gbi = xp.empty((4 * H,), dt) if saved.has_b_ih else None
     gbh = xp.empty((4 * H,), dt) if saved.has_b_hh else None
-    call("lstm_backward", x, saved.h0, saved.c0, w_ih, w_hh, saved.y, saved.gates, saved.cells, gy, ghT, gcT,
-         gx, gh0, gc0, gwi, gwh, gbi, gbh, False)
+    if B > 0:
+        call("lstm_backward", x, saved.h0, saved.c0, w_ih, w_hh, saved.y, saved.gates, saved.cells, gy, ghT, gcT,
+             gx, gh0, gc0, gwi, gwh, gbi, gbh, False)
+    else:  # an empty batch: the weights' gradients are zero
+        for a in (gwi, gwh, gbi, gbh):
+            if a is not None:
+                a[...] = 0
     return LSTMGrads(gx, gh0, gc0, gwi, gwh, gbi, gbh)
 
 
