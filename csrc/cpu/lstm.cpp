@@ -98,21 +98,6 @@ void copy_2d(int64_t rows, int64_t cols, const T* src, int64_t rs_s, int64_t cs_
         for (int64_t c = 0; c < cols; ++c) dst[r * rs_d + c * cs_d] = src[r * rs_s + c * cs_s];
 }
 
-// Pack rows [r0, r0 + mr*panels) of a (rows x K, row stride rs, unit column stride) into MR panels
-// [K][MR] (zero rows past `rows`), the layout of the GEMM micro-kernel's A operand.
-template <typename T>
-void pack_rows(const T* a, int64_t rs, int64_t rows, int64_t K, int mr, T* dst) {
-    for (int64_t r0 = 0; r0 < rows; r0 += mr) {
-        const int64_t m = std::min<int64_t>(mr, rows - r0);
-        T* d = dst + r0 * K;
-        for (int64_t k = 0; k < K; ++k) {
-            int64_t i = 0;
-            for (; i < m; ++i) d[k * mr + i] = a[(r0 + i) * rs + k];
-            for (; i < mr; ++i) d[k * mr + i] = T(0);
-        }
-    }
-}
-
 template <typename T>
 void forward_impl(const Dims& d, const View& x, const View* h0, const View* c0, const View& w_ih,
                   const View& w_hh, const View* b_ih, const View* b_hh, const View& y, const View& h_T,
@@ -175,10 +160,12 @@ void forward_impl(const Dims& d, const View& x, const View* h0, const View* c0, 
         // scratch: packed h_{t-1} (mt*mr x H), then the gate tiles of one unit group for all rows
         // ([4][mt*mr][nr], gate stride mt*mr*nr): small enough for L1/L2, so the fusion stays in cache
         const int64_t tgs = mt * mr * nr;
-        T* ap = thread_arena(ArenaSlot::k2).get_as<T>(static_cast<size_t>(mt * mr * H + 4 * tgs));
+        // (the A packing may write kGemmPackSlack elements past its panels: into `tile`, written after)
+        T* ap = thread_arena(ArenaSlot::k2).get_as<T>(
+            static_cast<size_t>(mt * mr * H + 4 * tgs + detail::kGemmPackSlack));
         T* tile = ap + mt * mr * H;
         if (hprev)
-            pack_rows(hprev, rs_h, B, H, mr, ap);
+            ki.pack_a(B, H, hprev, rs_h, 1, ap);
         else
             std::fill(tile, tile + 4 * tgs, T(0));
         for (int64_t g = g0; g < g1; ++g) {
@@ -259,8 +246,8 @@ void backward_impl(const Dims& d, const View& x, const View* h0, const View* c0,
                               dG + (t * B + b) * G + u0);
             }
         } else if (t > 0 || grad_h0) {  // dh_{t-1}[:, range] = dG_t (B x 4H) @ W_hh[:, range]
-            T* ap = thread_arena(ArenaSlot::k3).get_as<T>(static_cast<size_t>(mt * mr * G));
-            pack_rows(dG + t * B * G, G, B, G, mr, ap);
+            T* ap = thread_arena(ArenaSlot::k3).get_as<T>(static_cast<size_t>(mt * mr * G + detail::kGemmPackSlack));
+            ki.pack_a(B, G, dG + t * B * G, G, 1, ap);
             alignas(64) T tile[8 * 16];
             for (int64_t g = g0; g < g1; ++g) {
                 const int64_t ua = g * nr, nn = std::min<int64_t>(nr, H - ua);
