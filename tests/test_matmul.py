@@ -161,6 +161,15 @@ def test_gemm_alpha_beta_transpose(cpu_path, rng):
                 ref = 1.5 * ((a.T if ta else a) @ (b.T if tb else b)) - 0.5 * c
                 _C.gemm(a, b, c, alpha=1.5, beta=-0.5, trans_a=ta, trans_b=tb)
                 assert rel_err(c, ref) < 1e-12
+    # float32 partial row panels (M % 6 in 1..5 with whole 16-column panels: the AVX2 rows kernel), alpha, beta
+    for (m, n, k) in [(32, 48, 70), (5, 16, 9), (13, 32, 300), (1, 16, 1), (4, 64, 17)]:
+        for ta in (False, True):
+            a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+            b = rng.standard_normal((k, n)).astype(np.float32)
+            c = rng.standard_normal((m, n)).astype(np.float32)
+            ref = 1.5 * ((a.T if ta else a).astype(np.float64) @ b.astype(np.float64)) - 0.5 * c.astype(np.float64)
+            _C.gemm(a, b, c, alpha=1.5, beta=-0.5, trans_a=ta, trans_b=False)
+            assert rel_err(c, ref) < 1e-5
     # float32 with beta and K == 0: C = beta * C
     c = rng.standard_normal((3, 4)).astype(np.float32)
     c0 = c.copy()

@@ -22,6 +22,11 @@ namespace detail {
 template <typename T>
 using GemmMicroKernel = void (*)(int64_t k, const T* a, const T* b, int64_t rs_b, T* c, int64_t rs_c,
                                  int64_t cs_c, T alpha, T beta);
+// The first m < MR rows of a tile, row-major C (cs_c == 1), all NR columns: a batch of 32 rows leaves a last
+// panel of 2 rows, where the full kernel would spend 3x the multiplies on the packed A's zero rows.
+template <typename T>
+using GemmRowsKernel = void (*)(int m, int64_t k, const T* a, const T* b, int64_t rs_b, T* c, int64_t rs_c,
+                                T alpha, T beta);
 // Elements of slack a packed-A buffer needs past its end (vector stores of the packing may spill).
 constexpr int64_t kGemmPackSlack = 16;
 // Packing of A blocks (mc x kc -> MR-row panels) and of B panels [begin, end) (kc x nc -> NR-column
@@ -41,7 +46,20 @@ struct GemmKernelInfo {
     GemmMicroKernel<T> ukernel;
     GemmPackA<T> pack_a;
     GemmPackB<T> pack_b;
+    GemmRowsKernel<T> ukernel_rows = nullptr;  // null: partial row panels run the full kernel
 };
+
+// C = alpha A B + beta C for the first `rows` (<= MR) rows of a packed A panel and NR columns of B, C
+// row-major: the rows kernel where the path has one, else the full kernel, which writes all MR rows (so
+// c must have room for MR rows).
+template <typename T>
+inline void gemm_tile_rows(const GemmKernelInfo<T>& ki, int rows, int64_t k, const T* a, const T* b, int64_t rs_b,
+                           T* c, int64_t rs_c, T alpha, T beta) {
+    if (rows < ki.mr && ki.ukernel_rows)
+        ki.ukernel_rows(rows, k, a, b, rs_b, c, rs_c, alpha, beta);
+    else
+        ki.ukernel(k, a, b, rs_b, c, rs_c, 1, alpha, beta);
+}
 
 // LAYERFORGE_GEMM_BLOCKING="MC,KC,NC" overrides a path's cache blocking (a tuning knob for other CPUs;
 // MC is rounded to a multiple of MR and NC to a multiple of NR).

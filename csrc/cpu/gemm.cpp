@@ -113,6 +113,10 @@ inline void run_tile(const GemmKernelInfo<T>& ki, int64_t kc, const T* ap, const
         ki.ukernel(kc, ap, bp, rs_bp, c, rs_c, cs_c, alpha, beta);
         return;
     }
+    if (n == ki.nr && cs_c == 1 && ki.ukernel_rows) {  // a partial row panel (a batch of 32: 2 rows)
+        ki.ukernel_rows(m, kc, ap, bp, rs_bp, c, rs_c, alpha, beta);
+        return;
+    }
     alignas(64) T tile[16 * 32];  // MR x NR <= 16 x 32 on every path
     ki.ukernel(kc, ap, bp, rs_bp, tile, ki.nr, 1, T(1), T(0));
     for (int i = 0; i < m; ++i)

@@ -257,6 +257,69 @@ void pack_a_f32_6_avx2(int64_t mc, int64_t kc, const float* A, int64_t rs, int64
     }
 }
 
+namespace {
+
+// The first M < 6 rows of a 6x16 tile (GemmRowsKernel); A is the packed [k][6] panel. Named accumulators
+// (if constexpr drops the unused ones): kept in an array, g++ stored them after every FMA.
+template <int M>
+void sgemm_rows_16(int64_t k, const float* a, const float* b, int64_t rs_b, float* c, int64_t rs_c, float alpha,
+                   float beta) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+           c31 = c00, c40 = c00, c41 = c00;
+    for (int64_t p = 0; p < k; ++p, a += 6, b += rs_b) {
+        const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        __m256 av = _mm256_broadcast_ss(a);
+        c00 = _mm256_fmadd_ps(av, b0, c00), c01 = _mm256_fmadd_ps(av, b1, c01);
+        if constexpr (M > 1) {
+            av = _mm256_broadcast_ss(a + 1);
+            c10 = _mm256_fmadd_ps(av, b0, c10), c11 = _mm256_fmadd_ps(av, b1, c11);
+        }
+        if constexpr (M > 2) {
+            av = _mm256_broadcast_ss(a + 2);
+            c20 = _mm256_fmadd_ps(av, b0, c20), c21 = _mm256_fmadd_ps(av, b1, c21);
+        }
+        if constexpr (M > 3) {
+            av = _mm256_broadcast_ss(a + 3);
+            c30 = _mm256_fmadd_ps(av, b0, c30), c31 = _mm256_fmadd_ps(av, b1, c31);
+        }
+        if constexpr (M > 4) {
+            av = _mm256_broadcast_ss(a + 4);
+            c40 = _mm256_fmadd_ps(av, b0, c40), c41 = _mm256_fmadd_ps(av, b1, c41);
+        }
+    }
+    const __m256 acc[5][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}};
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    for (int i = 0; i < M; ++i) {
+        float* ci = c + i * rs_c;
+        __m256 v0 = acc[i][0], v1 = acc[i][1];
+        if (alpha != 1.0f) {
+            v0 = _mm256_mul_ps(v0, va);
+            v1 = _mm256_mul_ps(v1, va);
+        }
+        if (beta != 0.0f) {
+            v0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci), v0);
+            v1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8), v1);
+        }
+        _mm256_storeu_ps(ci, v0);
+        _mm256_storeu_ps(ci + 8, v1);
+    }
+}
+
+}  // namespace
+
+void sgemm_rows_6x16(int m, int64_t k, const float* a, const float* b, int64_t rs_b, float* c, int64_t rs_c,
+                     float alpha, float beta) {
+    switch (m) {
+        case 1: sgemm_rows_16<1>(k, a, b, rs_b, c, rs_c, alpha, beta); return;
+        case 2: sgemm_rows_16<2>(k, a, b, rs_b, c, rs_c, alpha, beta); return;
+        case 3: sgemm_rows_16<3>(k, a, b, rs_b, c, rs_c, alpha, beta); return;
+        case 4: sgemm_rows_16<4>(k, a, b, rs_b, c, rs_c, alpha, beta); return;
+        default: sgemm_rows_16<5>(k, a, b, rs_b, c, rs_c, alpha, beta); return;
+    }
+}
+
+namespace {
+
 // 8x8 transpose of float rows r[0..7] in place: r[i][j] <- r[j][i].
 inline void transpose8_ps(__m256* r) {
     const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -276,6 +339,8 @@ inline void transpose8_ps(__m256* r) {
     r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
     r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
+
+}  // namespace
 
 // B panels of 16 columns. When B's columns are contiguous (rs == 1: B is a transposed row-major matrix,
 // e.g. K^T in attention, the column matrix in conv grad_weight, a @ b.T) each full panel is 16 source
@@ -312,7 +377,7 @@ template <>
 const GemmKernelInfo<float>& gemm_kernel_avx2<float>() {
     // MC x KC floats of A (144 x 256 = 147 KB) sit in L2; a KC x NR panel of B (16 KB) in L1.
     static const GemmKernelInfo<float> info = blocking_from_env(GemmKernelInfo<float>{
-        6, 16, 144, 256, 3072, &sgemm_6x16, &pack_a_f32_6_avx2, &pack_b_f32_16_avx2});
+        6, 16, 144, 256, 3072, &sgemm_6x16, &pack_a_f32_6_avx2, &pack_b_f32_16_avx2, &sgemm_rows_6x16});
     return info;
 }
 template <>

@@ -174,8 +174,9 @@ void forward_impl(const Dims& d, const View& x, const View* h0, const View* c0, 
             if (hprev)
                 for (int q = 0; q < 4; ++q)
                     for (int64_t it = 0; it < mt; ++it)
-                        ki.ukernel(H, ap + it * mr * H, wp + (g * 4 + q) * H * nr, ki.nr, tile + q * tgs + it * mr * nr, nr, 1,
-                                   T(1), T(0));
+                        detail::gemm_tile_rows(ki, static_cast<int>(std::min<int64_t>(mr, B - it * mr)), H,
+                                               ap + it * mr * H, wp + (g * 4 + q) * H * nr, ki.nr,
+                                               tile + q * tgs + it * mr * nr, nr, T(1), T(0));
             for (int64_t b = 0; b < B; ++b) {
                 const int64_t row = t * B + b;
                 const T* cprev = nullptr;
@@ -252,8 +253,9 @@ void backward_impl(const Dims& d, const View& x, const View* h0, const View* c0,
             for (int64_t g = g0; g < g1; ++g) {
                 const int64_t ua = g * nr, nn = std::min<int64_t>(nr, H - ua);
                 for (int64_t it = 0; it < mt; ++it) {
-                    ki.ukernel(G, ap + it * mr * G, wb + g * G * nr, ki.nr, tile, nr, 1, T(1), T(0));
                     const int64_t m = std::min<int64_t>(mr, B - it * mr);
+                    detail::gemm_tile_rows(ki, static_cast<int>(m), G, ap + it * mr * G, wb + g * G * nr, ki.nr, tile, nr,
+                                           T(1), T(0));
                     for (int64_t i = 0; i < m; ++i)
                         std::memcpy(dh + (it * mr + i) * H + ua, tile + i * nr, sizeof(T) * nn);
                 }

@@ -17,7 +17,8 @@ namespace {
 // exp(x) for 8 floats; exactly 0 below -87.3 (so -inf gives 0), +inf-clamped above 88.3.
 // x = n ln2 + r, |r| <= ln2/2: n comes from one FMA against 1.5 * 2^23 + 127 (the float's low mantissa
 // bits then hold n + 127, already the biased exponent of 2^n), exp(r) = 1 + r + r^2 p(r) with p of degree
-// 5 evaluated in Estrin form (a shorter dependency chain than Horner: attention's softmax is bound by it).
+// 5 evaluated in Estrin form (a shorter dependency chain than Horner). On this project's 2-core VM the
+// exp is bound by its count of vector operations (~1.5 ns per element): it is ~12% of attention's forward.
 // kAnyX = false: the caller guarantees x <= 0 or NaN (softmax: s - max), so the clamps go; below -87.3
 // the intermediate values are garbage (NaN for -inf) and the final AND with `keep` zeroes every bit.
 template <bool kAnyX = true>
