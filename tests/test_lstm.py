@@ -272,3 +272,17 @@ def test_empty_sequence_or_batch(rng, T, B):
     assert g.grad_x.shape == (T, B, I) and g.grad_h0.shape == (B, H)
     for gw in (g.grad_w_ih, g.grad_w_hh, g.grad_b_ih, g.grad_b_hh):
         assert not gw.any()
+
+
+@pytest.mark.parametrize("scale", [1e-5, 0.1, 1.0, 4.0])
+def test_float32_gate_math_across_ranges(cpu_path, rng, scale):
+    """float32 against float64 with pre-activations from ~1e-5 (tanh's small-argument range) to saturation:
+    the AVX2 path's rational tanh and exp-based sigmoid stay at float rounding level."""
+    T, B, I, H = 5, 7, 9, 13
+    x = rng.standard_normal((T, B, I))
+    w_ih, w_hh = rng.standard_normal((4 * H, I)) * scale, rng.standard_normal((4 * H, H)) * scale
+    h0, c0 = rng.standard_normal((B, H)), rng.standard_normal((B, H)) * scale
+    y64, h64, c64 = ops.lstm(x, h0, c0, w_ih, w_hh)
+    y32, h32, c32 = ops.lstm(*(a.astype(np.float32) for a in (x, h0, c0, w_ih, w_hh)))
+    for a, b in ((y32, y64), (h32, h64), (c32, c64)):
+        assert rel_err(a, b) < 2e-6
