@@ -53,6 +53,8 @@ CASES = [  # lead, L, S, D, Dv
     ((1, 2), 65, 130, 13, 17),
     ((3,), 130, 70, 8, 8),
     ((2, 1, 2), 20, 33, 16, 24),
+    ((1,), 80, 509, 24, 20),  # several key tiles of the float forward (252) with a partial last; 80 = 48 + 32
+    ((2,), 49, 253, 64, 64),  # one key past a tile, one query past a tile
 ]
 
 
@@ -105,6 +107,45 @@ def test_masks_every_broadcast_shape(cpu_path, rng, kind):
         for a, b in zip(sdpa_bwd(g, saved), rb(g)):
             assert np.all(np.isfinite(a))
             assert rel_err(a, b) < 1e-11, ms
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_masks_across_key_tiles(cpu_path, rng, dtype):
+    # the forward's key tiles are 252 (float, AVX2) or 256 keys: masks and causal across several of them
+    B, L, S, D = 2, 61, 700, 16
+    q, k, v = rand(rng, (B, L, D), dtype), rand(rng, (B, S, D), dtype), rand(rng, (B, S, 12), dtype)
+    g = rand(rng, (B, L, 12), dtype)
+    pad = np.ones((B, 1, S), bool)
+    pad[0, :, 260:] = False  # a key padding mask ending inside the second tile
+    pad[1, :, :5] = False
+    fmask = (rng.standard_normal((L, S)) * 3.0).astype(dtype)
+    fmask[:, 400:420] = -np.inf
+    tol = 3e-6 if dtype == np.float32 else 1e-12
+    for mask, causal in ((pad, False), (fmask, False), (None, True)):
+        out, saved = sdpa(q, k, v, attn_mask=mask, is_causal=causal, return_saved=True)
+        ref, rb = ref_sdpa(q, k, v, mask=mask, is_causal=causal)
+        assert rel_err(out, ref) < tol
+        for a, b in zip(sdpa_bwd(g, saved), rb(g)):
+            assert rel_err(a, b) < tol * 10
+
+
+def test_float32_scores_over_a_wide_range(cpu_path, rng):
+    # scores spread over +-100: probabilities from 1 down to below float's normal range, where the base-2
+    # exponential's polynomial and its cut-off at 2^-125 both matter
+    B, L, S, D = 3, 40, 300, 16
+    q, k, v = rand(rng, (B, L, D)), rand(rng, (B, S, D)), rand(rng, (B, S, 8))
+    q32, k32, v32 = (a.astype(np.float32) for a in (q, k, v))
+    for scale in (0.05, 1.0, 6.0):
+        out, saved = sdpa(q32, k32, v32, scale=scale, return_saved=True)
+        ref, rb = ref_sdpa(q32, k32, v32, scale=scale)
+        assert rel_err(out, ref) < 3e-6, scale
+        s = np.einsum("bld,bsd->bls", q32.astype(np.float64), k32.astype(np.float64)) * scale
+        m = s.max(-1)
+        lse_ref = m + np.log(np.exp(s - m[..., None]).sum(-1))
+        assert np.max(np.abs(saved.lse - lse_ref) / np.maximum(1.0, np.abs(lse_ref))) < 2e-6, scale
+        g = rand(rng, out.shape).astype(np.float32)
+        for a, b in zip(sdpa_bwd(g, saved), rb(g)):
+            assert rel_err(a, b) < 3e-5, scale
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -1,14 +1,15 @@
 // Scaled-dot-product attention, FlashAttention-style (see layerforge/attention.h).
 //
 // Forward: work items are (batch index, tile of BR query rows), scheduled dynamically over the threads
-// (causal tiles differ in work). Each item walks the key tiles of BC keys: S = scale Q_i K_j^T (BR x BC,
-// the packed GEMM on one thread), mask, then the online softmax per row (running max m and sum l; the
-// output rows, accumulated in place in `out`, are rescaled by exp(m_old - m_new)), then out_i += P V_j.
+// (causal tiles differ in work). Each item walks the key tiles of BC keys: S = scale log2(e) Q_i K_j^T
+// (BR x BC, the packed GEMM on one thread; scores in base-2 units, so every exponential is a multiply-free
+// exp2), mask, then the online softmax per row (running max m and sum l; the output rows, accumulated in a
+// per-thread tile, are rescaled by 2^(m_old - m_new)), then out_i += P V_j.
 // Under causal masking the key tiles right of the diagonal are never visited. At the end out /= l and
-// lse = m + log l. Scratch: one BR x BC tile per thread.
+// lse = m ln 2 + log l (natural units, as torch's). Scratch: one BR x BC tile per thread.
 // Backward (FlashAttention-2): Di = rowsum(dO o O) first, and Q and dO of every batch index packed once
 // in the micro-kernel's A and B layouts (O(L) memory). Work items are (batch index, chunk of key tiles);
-// per key tile, K_j and V_j are packed once, and for each query tile that can see it, P = exp(S - lse) is
+// per key tile, K_j and V_j are packed once, and for each query tile that can see it, P = 2^(S - lse log2 e) is
 // recomputed from the saved lse, dP = dO_i V_j^T, dS = P o (dP - Di), and the micro-kernel accumulates
 // dV_j += P^T dO_i, dK_j += scale dS^T Q_i (in per-tile accumulators) and dQ_i += scale dS K_j (in a
 // per-item accumulator). A batch index belongs to one thread when there are at least as many batch
@@ -40,7 +41,8 @@ namespace {
 using detail::ArenaSlot;
 using detail::thread_arena;
 
-constexpr int64_t kBrF = 48, kBcF = 256;  // forward tiles (query rows, rounded down to MR; keys)
+constexpr double kLog2e = 1.4426950408889634074, kLn2 = 0.69314718055994530942;
+constexpr int64_t kBrF = 48, kBcF = 256;  // forward tiles (query columns; keys, rounded down to MR)
 constexpr int64_t kBrB = 96, kBcB = 96;   // backward tiles (query rows rounded down to MR; keys)
 
 
@@ -57,6 +59,8 @@ struct Ctx {
     int64_t qs[3], ks[3], vs[3];  // strides of b1, b2, row (last dim stride 1)
     const AttentionMask* mask;
     T scale;
+    T scale2;  // scale * log2(e): the score GEMMs produce scores in base-2 units, so the softmax's exponentials
+               // are exp2 without a multiply (float masks are multiplied by log2(e) as they are added)
     bool causal;
     double p;
     uint64_t seed;
@@ -77,40 +81,54 @@ struct Ctx {
     }
 };
 
-// Adds the mask / causal -inf to the score tile rows [i0, i0+r) x cols [j0, j0+c) (row stride ld).
+// Adds the mask / causal -inf to the scores of queries [i0, i0+r) x keys [j0, j0+c); the score of (query ii,
+// key jj) is at s[ii * sq + jj * sk] (the forward's tile is transposed: sq = 1; the backward's is not). Float
+// masks are multiplied by log2(e), as the scores are in base-2 units. A mask row shared by every query
+// (strides[2] == 0: a key padding mask) is read once per tile and applied to all r queries of each key.
 template <typename T>
-void apply_mask(const Ctx<T>& cx, int64_t n, int64_t i0, int64_t r, int64_t j0, int64_t c, T* s, int64_t ld) {
+void apply_mask(const Ctx<T>& cx, int64_t n, int64_t i0, int64_t r, int64_t j0, int64_t c, T* s, int64_t sq,
+                int64_t sk) {
     const T ninf = -std::numeric_limits<T>::infinity();
     const AttentionMask& m = *cx.mask;
     if (m.data) {
         const int64_t base = (n / cx.B2) * m.strides[0] + (n % cx.B2) * m.strides[1];
-        for (int64_t ii = 0; ii < r; ++ii) {
-            T* row = s + ii * ld;
-            const int64_t o = base + (i0 + ii) * m.strides[2] + j0 * m.strides[3];
+        const int64_t st = m.strides[3];
+        const bool shared = m.strides[2] == 0;
+        const T l2e = T(kLog2e);
+        for (int64_t ii = 0; ii < (shared ? 1 : r); ++ii) {
+            const int64_t o = base + (i0 + ii) * m.strides[2] + j0 * st;
+            const int64_t q0 = ii, q1 = shared ? r : ii + 1;  // the queries this mask row applies to
             if (m.is_bool) {
                 const uint8_t* mp = static_cast<const uint8_t*>(m.data) + o;
-                if (m.strides[3] == 1) {
-                    if (!std::memchr(mp, 0, static_cast<size_t>(c))) continue;  // all attend (padding masks)
-                    for (int64_t jj = 0; jj < c; ++jj) row[jj] = mp[jj] ? row[jj] : ninf;
-                } else {
-                    for (int64_t jj = 0; jj < c; ++jj)
-                        if (!mp[jj * m.strides[3]]) row[jj] = ninf;
-                }
+                if (st == 1 && !std::memchr(mp, 0, static_cast<size_t>(c))) continue;  // all attend
+                for (int64_t jj = 0; jj < c; ++jj)
+                    if (!mp[jj * st])
+                        for (int64_t q = q0; q < q1; ++q) s[q * sq + jj * sk] = ninf;
             } else {
                 const T* mp = static_cast<const T*>(m.data) + o;
-                const int64_t st = m.strides[3];
-                if (st == 1)
-                    for (int64_t jj = 0; jj < c; ++jj) row[jj] += mp[jj];
-                else
-                    for (int64_t jj = 0; jj < c; ++jj) row[jj] += mp[jj * st];
+                for (int64_t jj = 0; jj < c; ++jj) {
+                    const T add = mp[jj * st] * l2e;
+                    for (int64_t q = q0; q < q1; ++q) s[q * sq + jj * sk] += add;
+                }
             }
         }
     }
     if (cx.causal && j0 + c - 1 > i0)
-        for (int64_t ii = 0; ii < r; ++ii) {
-            const int64_t first = std::max<int64_t>(0, i0 + ii + 1 - j0);  // keys j > i masked
-            for (int64_t jj = first; jj < c; ++jj) s[ii * ld + jj] = ninf;
+        for (int64_t jj = 0; jj < c; ++jj) {  // key j0 + jj is masked for the queries before it
+            const int64_t q_end = std::min(r, std::max<int64_t>(0, j0 + jj - i0));
+            for (int64_t q = 0; q < q_end; ++q) s[q * sq + jj * sk] = ninf;
         }
+}
+
+// C (mr x nr, row stride ldc) = alpha A B + beta C for A with element (i, p) at a[p * lda + i] (lda == mr: a
+// packed panel) and a packed B panel of depth k.
+template <typename T>
+inline void gemm_a(const detail::GemmKernelInfo<T>& ki, int64_t k, const T* a, int64_t lda, const T* b, T* c, int64_t ldc,
+                   T alpha, T beta) {
+    if (lda == ki.mr)
+        ki.ukernel(k, a, b, ki.nr, c, ldc, 1, alpha, beta);
+    else
+        ki.ukernel_strided_a(k, a, lda, b, ki.nr, c, ldc, 1, alpha, beta);
 }
 
 template <typename T>
@@ -118,41 +136,40 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
     const int64_t N = cx.N(), L = cx.L, S = cx.S, D = cx.D, Dv = cx.Dv;
     const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
     const int64_t mr = ki.mr, nr = ki.nr;
-    const int64_t BR = kBrF / mr * mr, BC = kBcF;  // BC is a multiple of every nr
+    // BR (48) is a multiple of mr and nr of every path (query columns of S^T in nr panels, PV in mr strips);
+    // BC a multiple of mr (key rows of S^T in mr strips).
+    const int64_t BR = kBrF, BC = kBcF / mr * mr;
     const int64_t nqt = (L + BR - 1) / BR;
     const int64_t nkt = (S + BC - 1) / BC;
-    const int64_t nkp = (S + nr - 1) / nr;     // key panels of nr keys
-    const int64_t nvp = (Dv + nr - 1) / nr;    // value panels of nr features
+    const int64_t nvp = (Dv + nr - 1) / nr;  // value panels of nr features
     const int64_t DvP = nvp * nr;
     const int threads = std::max(1, get_num_threads());
     const detail::SeqKernels<T> kern = detail::seq_kernels<T>();
     const T ninf = -std::numeric_limits<T>::infinity();
     const T inv_keep = cx.p > 0 ? T(1.0 / (1.0 - cx.p)) : T(1);
+    const bool in_place = ki.ukernel_strided_a != nullptr;  // PV reads P^T in place (else packs it)
     T* O = out.ptr<T>();
     T* LSE = lse.ptr<T>();
     const int64_t os[3] = {out.strides[0], out.strides[1], out.strides[2]};
     const int64_t ls[3] = {lse.strides[0], lse.strides[1], lse.strides[2]};
 
-    // K and V of every batch index packed once as the micro-kernel's B panels (master's slot k1):
-    //   Kp[n][kp]: [D][nr] of keys kp*nr.. (zero past S);  Vp[n][jt][vp]: [BC][nr] of the keys of key
-    //   tile jt and features vp*nr.. (zero past S / Dv). O(N (S D + S Dv)): grows with S, not L x S.
-    const int64_t k_per = nkp * D * nr, v_per = nkt * nvp * BC * nr;
+    // K and V of every batch index packed once per key tile jt (master's slot k1):
+    //   Kp[n][jt]: the tile's keys as A panels [D][mr] (zero rows past S), then kGemmPackSlack of gap (the A
+    //   packing may spill past its end; tiles are packed in parallel);  Vp[n][jt][vp]: [BC][nr] of the
+    //   tile's keys and features vp*nr.. (zero past Dv). O(N (S D + S Dv)): grows with S, not L x S.
+    const int64_t kt_size = BC * D + detail::kGemmPackSlack;
+    const int64_t k_per = nkt * kt_size, v_per = nkt * nvp * BC * nr;
     T* Kp = thread_arena(ArenaSlot::k1).get_as<T>(static_cast<size_t>(N * (k_per + v_per) + 1));
     T* Vp = Kp + N * k_per;
-    const int npk = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, N * (nkp + nkt))));
+    const int npk = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, N * nkt)));
 #pragma omp parallel for num_threads(npk) schedule(static)
-    for (int64_t w = 0; w < N * (nkp + nkt); ++w) {
-        const int64_t n = w / (nkp + nkt), e = w % (nkp + nkt);
-        if (e < nkp) {  // keys e*nr.. as columns of K^T (B(d, key) = K[key][d])
-            const T* K = cx.k + cx.off(cx.ks, n);
-            ki.pack_b(D, S, K, 1, cx.ks[2], Kp + n * k_per, e, e + 1);
-        } else {  // key tile jt: rows of V (only its c rows are ever read)
-            const int64_t jt = e - nkp, j0 = jt * BC, c = std::min(BC, S - j0);
-            const T* V = cx.v + cx.off(cx.vs, n) + j0 * cx.vs[2];
-            T* dst = Vp + n * v_per + jt * nvp * BC * nr;
-            for (int64_t vp = 0; vp < nvp; ++vp)  // panel vp at dst + vp * BC * nr, depth c
-                ki.pack_b(c, Dv, V, cx.vs[2], 1, dst + vp * BC * nr - vp * c * nr, vp, vp + 1);
-        }
+    for (int64_t w = 0; w < N * nkt; ++w) {
+        const int64_t n = w / nkt, jt = w % nkt, j0 = jt * BC, c = std::min(BC, S - j0);
+        ki.pack_a(c, D, cx.k + cx.off(cx.ks, n) + j0 * cx.ks[2], cx.ks[2], 1, Kp + n * k_per + jt * kt_size);
+        const T* V = cx.v + cx.off(cx.vs, n) + j0 * cx.vs[2];
+        T* dst = Vp + n * v_per + jt * nvp * BC * nr;
+        for (int64_t vp = 0; vp < nvp; ++vp)  // panel vp at dst + vp * BC * nr, depth c
+            ki.pack_b(c, Dv, V, cx.vs[2], 1, dst + vp * BC * nr - vp * c * nr, vp, vp + 1);
     }
 
     const int64_t items = N * nqt;
@@ -160,64 +177,67 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t itm = 0; itm < items; ++itm) {
         const int64_t n = itm / nqt, i0 = (itm % nqt) * BR, r = std::min(BR, L - i0);
-        // per-thread scratch: S tile (BR x BC), packed Q (BR x D), packed P (BR x BC), O (BR x DvP), m, l;
-        // the A packing may write kGemmPackSlack elements past the end of qp and pp.
-        constexpr int64_t slack = detail::kGemmPackSlack;
-        T* sb = thread_arena(ArenaSlot::k0).get_as<T>(
-            static_cast<size_t>(BR * BC + BR * D + BR * BC + BR * DvP + 2 * BR + 2 * slack));
-        T* qp = sb + BR * BC;
-        T* pp = qp + BR * D + slack;
-        T* oa = pp + BR * BC + slack;
+        // Per-thread scratch: S^T tile (BC x BR: key rows, query columns), Q_i^T as B panels (D x BR), P packed
+        // as A panels where the micro-kernel cannot read P^T in place (BR x BC + slack), O (BR x DvP), m, l and
+        // the rescale factors (BR each).
+        T* sb = thread_arena(ArenaSlot::k0).get_as<T>(static_cast<size_t>(
+            BC * BR + D * BR + (in_place ? 0 : BR * BC + detail::kGemmPackSlack) + BR * DvP + 3 * BR));
+        T* qb = sb + BC * BR;
+        T* pp = qb + D * BR;
+        T* oa = pp + (in_place ? 0 : BR * BC + detail::kGemmPackSlack);
         T* m = oa + BR * DvP;
         T* l = m + BR;
-        const T* Q = cx.q + cx.off(cx.qs, n) + i0 * cx.qs[2];
-        ki.pack_a(r, D, Q, cx.qs[2], 1, qp);  // Q rows as A panels [D][mr] (zero rows past r)
-        for (int64_t ii = 0; ii < BR; ++ii) {
-            m[ii] = ninf;
-            l[ii] = 0;
-        }
+        T* alpha = l + BR;
+        const int64_t nqp = (r + nr - 1) / nr;  // query panels holding real queries; the rest are zero
+        ki.pack_b(D, r, cx.q + cx.off(cx.qs, n) + i0 * cx.qs[2], 1, cx.qs[2], qb, 0, nqp);
+        std::fill(qb + nqp * nr * D, qb + BR * D, T(0));
+        std::fill(m, m + BR, ninf);
+        std::fill(l, l + BR, T(0));
         const int64_t mt_used = (r + mr - 1) / mr;
         int64_t k_lo, k_hi;
         cx.key_span(n, k_lo, k_hi);
         const int64_t j_end = cx.causal ? std::min(k_hi, i0 + r) : k_hi;
         bool first = true;  // the first key tile writes O (beta = 0) instead of rescaling and adding
         for (int64_t j0 = k_lo / BC * BC; j0 < j_end; j0 += BC) {  // (packed K and V are tile-aligned)
-            const int64_t c = std::min(BC, j_end - j0), ncp = (c + nr - 1) / nr;
-            const T* kp = Kp + n * k_per + (j0 / nr) * D * nr;
-            // S = scale Q_i K_j^T; one key panel (D x nr, in L1) against every query strip
-            for (int64_t p = 0; p < ncp; ++p)
-                for (int64_t it = 0; it < mt_used; ++it)
-                    ki.ukernel(D, qp + it * mr * D, kp + p * D * nr, ki.nr, sb + it * mr * BC + p * nr, BC, 1, cx.scale, T(0));
-            apply_mask(cx, n, i0, r, j0, c, sb, BC);
-            for (int64_t ii = 0; ii < r; ++ii) {
-                T* s_ = sb + ii * BC;
-                const T mt = kern.row_max(s_, c);
-                const T mn = std::max(m[ii], mt);
-                if (mn == ninf) {  // everything so far masked: nothing to add
-                    std::fill(s_, s_ + c, T(0));
-                    continue;
+            const int64_t c = std::min(BC, j_end - j0), ckt = (c + mr - 1) / mr;
+            const T* kp = Kp + n * k_per + (j0 / BC) * kt_size;
+            // S^T = scale log2(e) K_j Q_i^T (c x BR); one query panel (D x nr, in L1) against every key strip.
+            // Transposed, the softmax runs down columns (vertical max and sums, no per-row reductions) and P^T
+            // is the A operand of P V as it stands.
+            for (int64_t b = 0; b < BR / nr; ++b)
+                for (int64_t a = 0; a < ckt; ++a)
+                    ki.ukernel(D, kp + a * mr * D, qb + b * D * nr, nr, sb + a * mr * BR + b * nr, BR, 1, cx.scale2, T(0));
+            apply_mask(cx, n, i0, r, j0, c, sb, 1, BR);
+            kern.softmax_cols(c, BR, sb, BR, m, l, alpha);
+            if (!first)
+                for (int64_t ii = 0; ii < r; ++ii)
+                    if (alpha[ii] != T(1)) {
+                        T* o = oa + ii * DvP;
+                        for (int64_t d = 0; d < DvP; ++d) o[d] *= alpha[ii];
+                    }
+            if (cx.p > 0)
+                for (int64_t jj = 0; jj < c; ++jj) {
+                    T* srow = sb + jj * BR;
+                    for (int64_t ii = 0; ii < r; ++ii) {
+                        const uint64_t idx = static_cast<uint64_t>((n * L + i0 + ii) * S + j0 + jj);
+                        srow[ii] = keep_elem(cx.seed, idx, cx.p) ? srow[ii] * inv_keep : T(0);
+                    }
                 }
-                const T alpha = std::exp(m[ii] - mn);  // 0 when m was -inf
-                const T sum = kern.exp_sub_sum(s_, c, mn);
-                l[ii] = l[ii] * alpha + sum;
-                m[ii] = mn;
-                if (alpha != T(1) && !first) {
-                    T* o = oa + ii * DvP;
-                    for (int64_t d = 0; d < DvP; ++d) o[d] *= alpha;
-                }
-                if (cx.p > 0) {
-                    const uint64_t base = static_cast<uint64_t>((n * L + i0 + ii) * S + j0);
-                    for (int64_t jj = 0; jj < c; ++jj)
-                        s_[jj] = keep_elem(cx.seed, base + jj, cx.p) ? s_[jj] * inv_keep : T(0);
-                }
+            // O += P V_j: A(query, key) = P^T[key][query]; one V panel (c x nr) stays in L1 while the P strips
+            // stream (a strip is 24 bytes per step of the micro-kernel, a panel row 64)
+            const T* pa = sb;
+            int64_t lda = BR, sa = mr;  // A's stride per key, offset per strip
+            if (!in_place) {
+                ki.pack_a(mt_used * mr, c, sb, 1, BR, pp);
+                pa = pp;
+                lda = mr;
+                sa = mr * c;
             }
-            // P as A panels [c][mr] (zero rows past r), then O += P V_j
-            ki.pack_a(r, c, sb, BC, 1, pp);
             const T* vp = Vp + n * v_per + (j0 / BC) * nvp * BC * nr;
-            for (int64_t it = 0; it < mt_used; ++it)
-                for (int64_t p = 0; p < nvp; ++p)
-                    ki.ukernel(c, pp + it * mr * c, vp + p * BC * nr, ki.nr, oa + it * mr * DvP + p * nr, DvP, 1, T(1),
-                               first ? T(0) : T(1));
+            for (int64_t p = 0; p < nvp; ++p)
+                for (int64_t it = 0; it < mt_used; ++it)
+                    gemm_a(ki, c, pa + it * sa, lda, vp + p * BC * nr, oa + it * mr * DvP + p * nr, DvP, T(1),
+                           first ? T(0) : T(1));
             first = false;
         }
         if (first) std::fill(oa, oa + BR * DvP, T(0));  // no key visible (S == 0)
@@ -229,7 +249,8 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
             if (l[ii] > 0) {
                 const T inv = T(1) / l[ii];
                 for (int64_t d = 0; d < Dv; ++d) o[d] = a[d] * inv;
-                lrow[ii * ls[2]] = m[ii] + std::log(l[ii]);
+                // lse in natural units (m is in base 2)
+                lrow[ii * ls[2]] = static_cast<T>(static_cast<double>(m[ii]) * kLn2 + std::log(static_cast<double>(l[ii])));
             } else {
                 for (int64_t d = 0; d < Dv; ++d) o[d] = 0;
                 lrow[ii * ls[2]] = ninf;
@@ -391,20 +412,22 @@ void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const Vie
             const int64_t i_start = cx.causal ? (j0 / BR) * BR : 0;
             for (int64_t i0 = i_start; i0 < L; i0 += BR) {
                 const int64_t r = std::min(BR, L - i0), rt = (r + mr - 1) / mr, qt = i0 / BR;
-                // S = scale Q_i K_j^T, dP = dO_i V_j^T (r rounded up to mr, c up to nr)
-                for (int64_t a = 0; a < rt; ++a)
-                    for (int64_t b = 0; b < cp / nr; ++b) {
+                // S = scale log2(e) Q_i K_j^T, dP = dO_i V_j^T (r rounded up to mr, c up to nr). Every GEMM here
+                // runs B-panel-outer: the panel stays in L1 while the A strips stream (5% of the backward at L = 2048)
+                for (int64_t b = 0; b < cp / nr; ++b)
+                    for (int64_t a = 0; a < rt; ++a)
                         ki.ukernel(D, Qa + (i0 + a * mr) * D, kbt + b * D * nr, ki.nr, sb + a * mr * BC + b * nr, BC, 1,
-                                   cx.scale, T(0));
+                                   cx.scale2, T(0));
+                for (int64_t b = 0; b < cp / nr; ++b)
+                    for (int64_t a = 0; a < rt; ++a)
                         ki.ukernel(Dv, Ga + (i0 + a * mr) * Dv, vbt + b * Dv * nr, ki.nr, dp + a * mr * BC + b * nr, BC, 1,
                                    T(1), T(0));
-                    }
-                apply_mask(cx, n, i0, r, j0, c, sb, BC);
+                apply_mask(cx, n, i0, r, j0, c, sb, BC, 1);
                 for (int64_t ii = 0; ii < r; ++ii) {
                     const T lv = Ln[(i0 + ii) * ls[2]];
                     T* s_ = sb + ii * BC;
                     if (lv == ninf) std::fill(s_, s_ + c, T(0));
-                    else kern.exp_sub_sum(s_, c, lv);
+                    else kern.exp2_sub_sum(s_, c, static_cast<T>(static_cast<double>(lv) * kLog2e));  // P = 2^(S - lse log2 e)
                     std::fill(s_ + c, s_ + cp, T(0));
                 }
                 const T* pv = sb;
@@ -426,8 +449,10 @@ void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const Vie
                     T* drow = dp + ii * BC;
                     for (int64_t jj = 0; jj < c; ++jj) drow[jj] = prow[jj] * (drow[jj] - di);
                 }
-                // A panels: P^T and dS^T ([r][mr] per mr keys), dS ([c][mr] per mr queries)
-                for (int64_t kt = 0; kt < ckt; ++kt) {
+                // A panels: P^T and dS^T ([r][mr] per mr keys; not needed where the micro-kernel reads A in place:
+                // a strip of mr keys of P^T is mr contiguous values of each row of P), dS ([c][mr] per mr queries)
+                const bool in_place = ki.ukernel_strided_a != nullptr;
+                for (int64_t kt = 0; kt < (in_place ? 0 : ckt); ++kt) {
                     const int64_t w = std::min(mr, c - kt * mr);
                     T* pa = ptA + kt * mr * r;
                     T* da = dstA + kt * mr * r;
@@ -444,17 +469,21 @@ void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const Vie
                 }
                 ki.pack_a(r, c, dp, BC, 1, dsA);  // (may write kGemmPackSlack past its end: kbt follows after a gap)
                 // dV_j += P^T dO_i ; dK_j += scale dS^T Q_i  (k = r query rows)
-                for (int64_t kt = 0; kt < ckt; ++kt) {
-                    for (int64_t b = 0; b < Dvp / nr; ++b)
-                        ki.ukernel(r, ptA + kt * mr * r, Gb + qt * BR * Dvp + b * BR * nr, ki.nr, dva + kt * mr * Dvp + b * nr,
-                                   Dvp, 1, T(1), T(1));
-                    for (int64_t b = 0; b < Dp / nr; ++b)
-                        ki.ukernel(r, dstA + kt * mr * r, Qb + qt * BR * Dp + b * BR * nr, ki.nr, dka + kt * mr * Dp + b * nr,
-                                   Dp, 1, cx.scale, T(1));
-                }
+                // (In place, a last partial strip reads keys past c: their rows of dV_j / dK_j are never copied out.)
+                const T* pta = in_place ? pv : ptA;
+                const T* dsta = in_place ? dp : dstA;
+                const int64_t lda = in_place ? BC : mr, sa = in_place ? mr : mr * r;  // A stride, strip offset
+                for (int64_t b = 0; b < Dvp / nr; ++b)
+                    for (int64_t kt = 0; kt < ckt; ++kt)
+                        gemm_a(ki, r, pta + kt * sa, lda, Gb + qt * BR * Dvp + b * BR * nr, dva + kt * mr * Dvp + b * nr, Dvp,
+                               T(1), T(1));
+                for (int64_t b = 0; b < Dp / nr; ++b)
+                    for (int64_t kt = 0; kt < ckt; ++kt)
+                        gemm_a(ki, r, dsta + kt * sa, lda, Qb + qt * BR * Dp + b * BR * nr, dka + kt * mr * Dp + b * nr, Dp,
+                               cx.scale, T(1));
                 // dQ_i += scale dS K_j  (k = c keys)
-                for (int64_t a = 0; a < rt; ++a)
-                    for (int64_t b = 0; b < Dp / nr; ++b)
+                for (int64_t b = 0; b < Dp / nr; ++b)
+                    for (int64_t a = 0; a < rt; ++a)
                         ki.ukernel(c, dsA + a * mr * c, kb + b * c * nr, ki.nr, dQ + (i0 + a * mr) * Dp + b * nr, Dp, 1, cx.scale,
                                    T(1));
             }
@@ -501,6 +530,7 @@ Ctx<T> make_ctx(const View& q, const View& k, const View& v, const AttentionMask
     cx.mask = &mask;
     cx.scale = std::isnan(p.scale) ? T(1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(1, cx.D))))
                                    : static_cast<T>(p.scale);
+    cx.scale2 = static_cast<T>(static_cast<double>(cx.scale) * kLog2e);
     cx.causal = p.is_causal;
     cx.p = p.dropout_p;
     cx.seed = p.seed;

@@ -27,6 +27,10 @@ using GemmMicroKernel = void (*)(int64_t k, const T* a, const T* b, int64_t rs_b
 template <typename T>
 using GemmRowsKernel = void (*)(int m, int64_t k, const T* a, const T* b, int64_t rs_b, T* c, int64_t rs_c,
                                 T alpha, T beta);
+// The micro-kernel with A read in place: A(i, p) at a[p * lda + i] (the packed panel is lda == MR).
+template <typename T>
+using GemmStridedAKernel = void (*)(int64_t k, const T* a, int64_t lda, const T* b, int64_t rs_b, T* c, int64_t rs_c,
+                                    int64_t cs_c, T alpha, T beta);
 // Elements of slack a packed-A buffer needs past its end (vector stores of the packing may spill).
 constexpr int64_t kGemmPackSlack = 16;
 // Packing of A blocks (mc x kc -> MR-row panels) and of B panels [begin, end) (kc x nc -> NR-column
@@ -47,6 +51,7 @@ struct GemmKernelInfo {
     GemmPackA<T> pack_a;
     GemmPackB<T> pack_b;
     GemmRowsKernel<T> ukernel_rows = nullptr;  // null: partial row panels run the full kernel
+    GemmStridedAKernel<T> ukernel_strided_a = nullptr;  // null: callers pack A
 };
 
 // C = alpha A B + beta C for the first `rows` (<= MR) rows of a packed A panel and NR columns of B, C

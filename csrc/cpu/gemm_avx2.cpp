@@ -17,8 +17,10 @@ namespace detail {
 
 namespace {
 
-void sgemm_6x16(int64_t k, const float* a, const float* b, int64_t rs_b, float* c, int64_t rs_c,
-                int64_t cs_c, float alpha, float beta) {
+// A(i, p) at a[p * lda + i]: lda == 6 for a packed panel; larger for A read in place (attention's P^T and
+// dS^T, rows of P and dS read as columns, so they need no transposing copy).
+void sgemm_6x16_strided_a(int64_t k, const float* a, int64_t lda, const float* b, int64_t rs_b, float* c,
+                          int64_t rs_c, int64_t cs_c, float alpha, float beta) {
     // The depth loop is written in assembly: with intrinsics GCC spilled an accumulator to the stack
     // inside the loop (12 accumulators + 2 B vectors + broadcasts use all 16 ymm registers).
     // Registers: ymm4..ymm15 accumulate C rows 0..5 (two 8-wide halves each), ymm0/ymm1 hold the B row,
@@ -64,12 +66,13 @@ void sgemm_6x16(int64_t k, const float* a, const float* b, int64_t rs_b, float* 
     "vfmadd231ps %%ymm1, %%ymm2, %%ymm13\n\t"                    \
     "vfmadd231ps %%ymm0, %%ymm3, %%ymm14\n\t"                    \
     "vfmadd231ps %%ymm1, %%ymm3, %%ymm15\n\t"                    \
-    "add $24, %[a]\n\t"                                          \
+    "add %[lda], %[a]\n\t"                                       \
     "add %[rsb], %[b]\n\t"                                       \
     "dec %[k]\n\t"                                               \
     "jnz 1b\n"                                                   \
     "2:\n\t"
     const int64_t rs_b_bytes = rs_b * static_cast<int64_t>(sizeof(float));
+    const int64_t lda_bytes = lda * static_cast<int64_t>(sizeof(float));
     int64_t kk = k;
     if (cs_c == 1) {
         // Rows 0..2 at c + {0, 1, 2} rs_c, rows 3..5 at c3 + {0, 1, 2} rs_c (x86 scales stop at 8 bytes).
@@ -123,7 +126,7 @@ void sgemm_6x16(int64_t k, const float* a, const float* b, int64_t rs_b, float* 
             "vmovups %%ymm14, (%[c3],%[rsc],2)\n\t"
             "vmovups %%ymm15, 32(%[c3],%[rsc],2)\n\t"
             : [a] "+r"(a), [b] "+r"(b), [k] "+r"(kk)
-            : [rsb] "r"(rs_b_bytes), [c] "r"(c), [c3] "r"(c3), [rsc] "r"(rs_c_bytes), [sa] "r"(scale_acc),
+            : [rsb] "r"(rs_b_bytes), [lda] "r"(lda_bytes), [c] "r"(c), [c3] "r"(c3), [rsc] "r"(rs_c_bytes), [sa] "r"(scale_acc),
               [rc] "r"(read_c), [alpha] "m"(alpha), [beta] "m"(beta)
             : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
               "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
@@ -147,7 +150,7 @@ void sgemm_6x16(int64_t k, const float* a, const float* b, int64_t rs_b, float* 
         "vmovaps %%ymm14, 320(%[acc])\n\t"
         "vmovaps %%ymm15, 352(%[acc])\n\t"
         : [a] "+r"(a), [b] "+r"(b), [k] "+r"(kk)
-        : [rsb] "r"(rs_b_bytes), [acc] "r"(&acc[0][0])
+        : [rsb] "r"(rs_b_bytes), [lda] "r"(lda_bytes), [acc] "r"(&acc[0][0])
         : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
           "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
 #undef LF_SGEMM_6x16_LOOP
@@ -157,6 +160,11 @@ void sgemm_6x16(int64_t k, const float* a, const float* b, int64_t rs_b, float* 
             float& cij = c[i * rs_c + j * cs_c];
             cij = bz ? alpha * acc[i][j] : alpha * acc[i][j] + beta * cij;
         }
+}
+
+void sgemm_6x16(int64_t k, const float* a, const float* b, int64_t rs_b, float* c, int64_t rs_c, int64_t cs_c,
+                float alpha, float beta) {
+    sgemm_6x16_strided_a(k, a, 6, b, rs_b, c, rs_c, cs_c, alpha, beta);
 }
 
 inline void store_row_pd(double* c, __m256d v, __m256d valpha, __m256d vbeta, bool beta_zero) {
@@ -377,7 +385,8 @@ template <>
 const GemmKernelInfo<float>& gemm_kernel_avx2<float>() {
     // MC x KC floats of A (144 x 256 = 147 KB) sit in L2; a KC x NR panel of B (16 KB) in L1.
     static const GemmKernelInfo<float> info = blocking_from_env(GemmKernelInfo<float>{
-        6, 16, 144, 256, 3072, &sgemm_6x16, &pack_a_f32_6_avx2, &pack_b_f32_16_avx2, &sgemm_rows_6x16});
+        6, 16, 144, 256, 3072, &sgemm_6x16, &pack_a_f32_6_avx2, &pack_b_f32_16_avx2, &sgemm_rows_6x16,
+        &sgemm_6x16_strided_a});
     return info;
 }
 template <>

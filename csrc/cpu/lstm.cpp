@@ -37,8 +37,8 @@ SeqKernels<float> seq_kernels_f32() {
     if (cpu_path() == CpuPath::avx2) {
         k.lstm_fwd = &lstm_fwd_row_avx2;
         k.lstm_bwd = &lstm_bwd_row_avx2;
-        k.row_max = &row_max_avx2;
-        k.exp_sub_sum = &exp_sub_sum_avx2;
+        k.softmax_cols = &softmax_cols_avx2;
+        k.exp2_sub_sum = &exp2_sub_sum_avx2;
     }
 #endif
     return k;

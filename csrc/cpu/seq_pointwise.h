@@ -55,24 +55,40 @@ void lstm_bwd_row_generic(int64_t n, int64_t H, const T* gates, const T* c, cons
 }
 
 // ---- attention -------------------------------------------------------------------------------------
+// One key tile of the forward's online softmax, on a transposed score tile in base-2 units: s is c x w (key
+// rows, query columns, row stride ld). Per column q: m' = max(m[q], max_k s[k][q]); s[k][q] = 2^(s[k][q] - m')
+// (0 where s = -inf); alpha[q] = 2^(m[q] - m') (the factor for what was accumulated: 0 when m[q] = -inf);
+// l[q] = l[q] alpha[q] + sum_k s[k][q]; m[q] = m'. A column masked so far keeps m = -inf, l = 0.
 template <typename T>
-using RowMaxFn = T (*)(const T* s, int64_t n);
-// s[j] = exp(s[j] - m) (exactly 0 where s[j] = -inf); returns the sum.
+using SoftmaxColsFn = void (*)(int64_t c, int64_t w, T* s, int64_t ld, T* m, T* l, T* alpha);
+// s[j] = 2^(s[j] - m) (exactly 0 where s[j] = -inf); returns the sum (the backward's P from the saved lse).
 template <typename T>
-using ExpSubSumFn = T (*)(T* s, int64_t n, T m);
+using Exp2SubSumFn = T (*)(T* s, int64_t n, T m);
 
 template <typename T>
-T row_max_generic(const T* s, int64_t n) {
-    T m = -std::numeric_limits<T>::infinity();
-    for (int64_t j = 0; j < n; ++j) m = s[j] > m ? s[j] : m;
-    return m;
+void softmax_cols_generic(int64_t c, int64_t w, T* s, int64_t ld, T* m, T* l, T* alpha) {
+    const T ninf = -std::numeric_limits<T>::infinity();
+    for (int64_t q = 0; q < w; ++q) {
+        T mx = m[q];
+        for (int64_t k = 0; k < c; ++k) mx = s[k * ld + q] > mx ? s[k * ld + q] : mx;
+        const T ms = mx == ninf ? T(0) : mx;  // all -inf so far: every 2^(s - ms) is 0
+        T sum = 0;
+        for (int64_t k = 0; k < c; ++k) {
+            const T e = std::exp2(s[k * ld + q] - ms);
+            s[k * ld + q] = e;
+            sum += e;
+        }
+        alpha[q] = std::exp2(m[q] - ms);
+        l[q] = l[q] * alpha[q] + sum;
+        m[q] = mx;
+    }
 }
 
 template <typename T>
-T exp_sub_sum_generic(T* s, int64_t n, T m) {
+T exp2_sub_sum_generic(T* s, int64_t n, T m) {
     T sum = 0;
     for (int64_t j = 0; j < n; ++j) {
-        const T e = std::exp(s[j] - m);
+        const T e = std::exp2(s[j] - m);
         s[j] = e;
         sum += e;
     }
@@ -84,8 +100,8 @@ void lstm_fwd_row_avx2(int64_t n, int64_t H, const float* a, int64_t a_gs, const
                        const float* c_prev, float* gates, float* c, float* h);
 void lstm_bwd_row_avx2(int64_t n, int64_t H, const float* gates, const float* c, const float* c_prev,
                        const float* gy, const float* dh_rec, float* dc, float* dg);
-float row_max_avx2(const float* s, int64_t n);
-float exp_sub_sum_avx2(float* s, int64_t n, float m);
+void softmax_cols_avx2(int64_t c, int64_t w, float* s, int64_t ld, float* m, float* l, float* alpha);
+float exp2_sub_sum_avx2(float* s, int64_t n, float m);
 #endif
 
 // The kernels of the current CPU path (float: AVX2 where chosen; double: portable).
@@ -93,8 +109,8 @@ template <typename T>
 struct SeqKernels {
     LstmFwdRowFn<T> lstm_fwd = &lstm_fwd_row_generic<T>;
     LstmBwdRowFn<T> lstm_bwd = &lstm_bwd_row_generic<T>;
-    RowMaxFn<T> row_max = &row_max_generic<T>;
-    ExpSubSumFn<T> exp_sub_sum = &exp_sub_sum_generic<T>;
+    SoftmaxColsFn<T> softmax_cols = &softmax_cols_generic<T>;
+    Exp2SubSumFn<T> exp2_sub_sum = &exp2_sub_sum_generic<T>;
 };
 SeqKernels<float> seq_kernels_f32();  // defined in lstm.cpp (reads cpu_path())
 inline SeqKernels<double> seq_kernels_f64() { return SeqKernels<double>{}; }
