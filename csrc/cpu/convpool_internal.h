@@ -65,6 +65,11 @@ inline int64_t blocked_scratch_size(const ConvGeo& g) {
     void winograd_input_tiles(const T* x, int64_t x_img, int64_t Cin, int64_t H, int64_t W, int64_t pt,   \
                               int64_t pl, int64_t th, int64_t tw, int64_t t0, int64_t t1, T* V, int64_t ldv, \
                               T* scratch);                                                            \
+    /* grad_weight: go (N images at go_img apart, Kout planes P x Q) -> Z (16, Kout, ldz), column      */ \
+    /* t - t0: A dY A^T of the tile's 2x2 output gradients (zero outside). scratch: 4 * tw.           */ \
+    template <typename T>                                                                             \
+    void winograd_grad_out_tiles(const T* go, int64_t go_img, int64_t Kout, int64_t P, int64_t Q, int64_t th, \
+                                 int64_t tw, int64_t t0, int64_t t1, T* Z, int64_t ldz, T* scratch);   \
     /* output: M (16, Kout, ldm) -> out (N images at out_img apart, Kout planes P x Q): A^T m A (+ bias) */ \
     /* written (=) to the tile's 2x2 outputs inside the plane. M is overwritten (planes 0..3).        */ \
     template <typename T>                                                                             \
