@@ -97,7 +97,7 @@ def test_backward_finite_differences(cpu_path, rng, bias, state):
         assert rel_err(got[name], num) < 1e-7, name
 
 
-@pytest.mark.parametrize("T,B,I,H", [(1, 1, 3, 5), (5, 32, 28, 33), (7, 4, 9, 64)])
+@pytest.mark.parametrize("T,B,I,H", [(1, 1, 3, 5), (5, 32, 28, 33), (7, 4, 9, 64), (3, 13, 5, 48)])
 def test_backward_float32_matches_float64(cpu_path, threads, rng, T, B, I, H):
     args64 = make(rng, T, B, I, H, np.float64)
     args32 = [None if a is None else a.astype(np.float32) for a in args64]

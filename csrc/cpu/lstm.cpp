@@ -64,6 +64,17 @@ int choose_threads(const Dims& d) {
 }
 
 
+// How the threads share a step. Hidden-unit groups (every thread multiplies all B rows by its columns of
+// W_hh; a barrier per step, as a step needs all of h_{t-1}) or batch rows (every thread runs the recurrence
+// of its own rows with all of W_hh: rows are independent, so no barrier at all). Rows when each thread has
+// at least one full register tile of rows and W_hh (4H x H) fits in L2 twice over (H <= 128 in float), since
+// each thread then reads all of it every step. At I=28, H=128, B=32 (sequential MNIST) the barriers and
+// their waits were ~11% of forward+backward (perf).
+template <typename T>
+bool split_rows(const Dims& d, int nt, int mr) {
+    return nt > 1 && d.B >= int64_t(nt) * mr && 4 * d.H * d.H * int64_t(sizeof(T)) <= (256 << 10);
+}
+
 // Runs `steps` steps of nt ranges on a team of threads: phase(s, k, r) for every phase k < phases and range
 // r < nt, with a barrier after each phase. Range r always runs on the same thread (r mod team), so data a
 // thread writes for its own range in one step is read back by the same thread in the next.
@@ -116,7 +127,6 @@ void forward_impl(const Dims& d, const View& x, const View* h0, const View* c0, 
     const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
     const int mr = ki.mr, nr = ki.nr;
     const int64_t ng = (H + nr - 1) / nr;  // groups of nr hidden units
-    const int64_t mt = (B + mr - 1) / mr;   // row tiles
     // W_hh packed once: for group g and gate q, the micro-kernel's B panel [H][nr] of rows q*H + g*nr + j
     // (zero past H); then the summed bias (slot k1)
     T* wp = thread_arena(ArenaSlot::k1).get_as<T>(static_cast<size_t>(ng * 4 * H * nr + G));
@@ -143,12 +153,16 @@ void forward_impl(const Dims& d, const View& x, const View* h0, const View* c0, 
     T* GT = gates.ptr<T>();
     T* CL = cells.ptr<T>();
     const detail::SeqKernels<T> kern = detail::seq_kernels<T>();
-    const int nt = static_cast<int>(std::min<int64_t>(choose_threads(d), ng));
-    // per step and thread: pack h_{t-1}; for each of its unit groups, for each row tile: four micro-kernel
-    // tiles (i, f, g, o of nr units) into a local buffer, then the gates and cell update straight from it
+    const bool rows = split_rows<T>(d, choose_threads(d), mr);
+    const int nt = rows ? choose_threads(d) : static_cast<int>(std::min<int64_t>(choose_threads(d), ng));
+    // per step and range: pack h_{t-1} (the range's rows); for each unit group of the range, for each row
+    // tile: four micro-kernel tiles (i, f, g, o of nr units) into a local buffer, then the gates and cell
+    // update straight from it
     run_ranges(nt, T_, 1, [&](int64_t t, int, int r) {
-        const int64_t g0 = ng * r / nt, g1 = ng * (r + 1) / nt;
-        if (g0 == g1) return;
+        const int64_t g0 = rows ? 0 : ng * r / nt, g1 = rows ? ng : ng * (r + 1) / nt;
+        const int64_t b0 = rows ? B * r / nt : 0, b1 = rows ? B * (r + 1) / nt : B;
+        const int64_t mtr = (b1 - b0 + mr - 1) / mr;  // row tiles of the range
+        if (g0 == g1 || b0 == b1) return;
         const T* hprev = nullptr;
         int64_t rs_h = H;
         if (t > 0) {
@@ -157,15 +171,15 @@ void forward_impl(const Dims& d, const View& x, const View* h0, const View* c0, 
             hprev = h0->ptr<T>();
             rs_h = h0->strides[0];
         }
-        // scratch: packed h_{t-1} (mt*mr x H), then the gate tiles of one unit group for all rows
-        // ([4][mt*mr][nr], gate stride mt*mr*nr): small enough for L1/L2, so the fusion stays in cache
-        const int64_t tgs = mt * mr * nr;
+        // scratch: packed h_{t-1} (mtr*mr x H), then the gate tiles of one unit group for all rows
+        // ([4][mtr*mr][nr], gate stride mtr*mr*nr): small enough for L1/L2, so the fusion stays in cache
+        const int64_t tgs = mtr * mr * nr;
         // (the A packing may write kGemmPackSlack elements past its panels: into `tile`, written after)
         T* ap = thread_arena(ArenaSlot::k2).get_as<T>(
-            static_cast<size_t>(mt * mr * H + 4 * tgs + detail::kGemmPackSlack));
-        T* tile = ap + mt * mr * H;
+            static_cast<size_t>(mtr * mr * H + 4 * tgs + detail::kGemmPackSlack));
+        T* tile = ap + mtr * mr * H;
         if (hprev)
-            ki.pack_a(B, H, hprev, rs_h, 1, ap);
+            ki.pack_a(b1 - b0, H, hprev + b0 * rs_h, rs_h, 1, ap);
         else
             std::fill(tile, tile + 4 * tgs, T(0));
         for (int64_t g = g0; g < g1; ++g) {
@@ -173,22 +187,22 @@ void forward_impl(const Dims& d, const View& x, const View* h0, const View* c0, 
             // one B panel (H x nr) stays in L1 while every row tile passes (BLIS order)
             if (hprev)
                 for (int q = 0; q < 4; ++q)
-                    for (int64_t it = 0; it < mt; ++it)
-                        detail::gemm_tile_rows(ki, static_cast<int>(std::min<int64_t>(mr, B - it * mr)), H,
+                    for (int64_t it = 0; it < mtr; ++it)
+                        detail::gemm_tile_rows(ki, static_cast<int>(std::min<int64_t>(mr, b1 - b0 - it * mr)), H,
                                                ap + it * mr * H, wp + (g * 4 + q) * H * nr, ki.nr,
                                                tile + q * tgs + it * mr * nr, nr, T(1), T(0));
-            for (int64_t b = 0; b < B; ++b) {
+            for (int64_t b = b0; b < b1; ++b) {
                 const int64_t row = t * B + b;
                 const T* cprev = nullptr;
                 if (t > 0)
                     cprev = CL + (row - B) * H + u0;
                 else if (c0)
                     cprev = c0->ptr<T>() + b * c0->strides[0] + u0;
-                kern.lstm_fwd(n, H, tile + b * nr, tgs, xp + row * G + u0, bias + u0, cprev, GT + row * G + u0,
+                kern.lstm_fwd(n, H, tile + (b - b0) * nr, tgs, xp + row * G + u0, bias + u0, cprev, GT + row * G + u0,
                               CL + row * H + u0, Y + row * H + u0);
             }
         }
-    });
+    }, rows ? 0u : ~0u);  // rows: each thread reads back only what it wrote (its rows of h and c)
     copy_2d<T>(B, H, Y + (T_ - 1) * B * H, H, 1, h_T.ptr<T>(), h_T.strides[0], h_T.strides[1]);
     copy_2d<T>(B, H, CL + (T_ - 1) * B * H, H, 1, c_T.ptr<T>(), c_T.strides[0], c_T.strides[1]);
 }
@@ -220,8 +234,9 @@ void backward_impl(const Dims& d, const View& x, const View* h0, const View* c0,
     const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
     const int mr = ki.mr, nr = ki.nr;
     const int64_t ng = (H + nr - 1) / nr;
-    const int64_t mt = (B + mr - 1) / mr;
-    const int nt = (T_ > 0 && B > 0 && H > 0) ? static_cast<int>(std::min<int64_t>(choose_threads(d), ng)) : 1;
+    const bool live = T_ > 0 && B > 0 && H > 0;
+    const bool rows = live && split_rows<T>(d, choose_threads(d), mr);
+    const int nt = !live ? 1 : rows ? choose_threads(d) : static_cast<int>(std::min<int64_t>(choose_threads(d), ng));
     // W_hh packed once as the micro-kernel's B panels: group g = columns g*nr.. of W_hh (4H x H), [4H][nr]
     T* wb = thread_arena(ArenaSlot::k1).get_as<T>(static_cast<size_t>(std::max<int64_t>(1, ng * G * nr)));
     for (int64_t g = 0; g < ng; ++g)
@@ -232,11 +247,12 @@ void backward_impl(const Dims& d, const View& x, const View* h0, const View* c0,
             }
     run_ranges(nt, T_, 2, [&](int64_t s, int k, int r) {
         const int64_t t = T_ - 1 - s;
-        const int64_t g0 = ng * r / nt, g1 = ng * (r + 1) / nt;
+        const int64_t g0 = rows ? 0 : ng * r / nt, g1 = rows ? ng : ng * (r + 1) / nt;
+        const int64_t b0 = rows ? B * r / nt : 0, b1 = rows ? B * (r + 1) / nt : B;
         const int64_t u0 = g0 * nr, u1 = std::min(H, g1 * nr), n = u1 - u0;
-        if (n <= 0) return;
-        if (k == 0) {  // pointwise: dG_t of this range's units, dc carried
-            for (int64_t b = 0; b < B; ++b) {
+        if (n <= 0 || b0 == b1) return;
+        if (k == 0) {  // pointwise: dG_t of this range's rows and units, dc carried
+            for (int64_t b = b0; b < b1; ++b) {
                 const T* cprev = nullptr;
                 if (t > 0)
                     cprev = CL + ((t - 1) * B + b) * H + u0;
@@ -246,24 +262,26 @@ void backward_impl(const Dims& d, const View& x, const View* h0, const View* c0,
                               GY ? GY + (t * B + b) * H + u0 : nullptr, dh + b * H + u0, dc + b * H + u0,
                               dG + (t * B + b) * G + u0);
             }
-        } else if (t > 0 || grad_h0) {  // dh_{t-1}[:, range] = dG_t (B x 4H) @ W_hh[:, range]
-            T* ap = thread_arena(ArenaSlot::k3).get_as<T>(static_cast<size_t>(mt * mr * G + detail::kGemmPackSlack));
-            ki.pack_a(B, G, dG + t * B * G, G, 1, ap);
+        } else if (t > 0 || grad_h0) {  // dh_{t-1}[rows, units] = dG_t[rows] (rows x 4H) @ W_hh[:, units]
+            const int64_t mtr = (b1 - b0 + mr - 1) / mr;
+            T* ap = thread_arena(ArenaSlot::k3).get_as<T>(static_cast<size_t>(mtr * mr * G + detail::kGemmPackSlack));
+            ki.pack_a(b1 - b0, G, dG + (t * B + b0) * G, G, 1, ap);
             alignas(64) T tile[8 * 16];
             for (int64_t g = g0; g < g1; ++g) {
                 const int64_t ua = g * nr, nn = std::min<int64_t>(nr, H - ua);
-                for (int64_t it = 0; it < mt; ++it) {
-                    const int64_t m = std::min<int64_t>(mr, B - it * mr);
+                for (int64_t it = 0; it < mtr; ++it) {
+                    const int64_t m = std::min<int64_t>(mr, b1 - b0 - it * mr);
                     detail::gemm_tile_rows(ki, static_cast<int>(m), G, ap + it * mr * G, wb + g * G * nr, ki.nr, tile, nr,
                                            T(1), T(0));
                     for (int64_t i = 0; i < m; ++i)
-                        std::memcpy(dh + (it * mr + i) * H + ua, tile + i * nr, sizeof(T) * nn);
+                        std::memcpy(dh + (b0 + it * mr + i) * H + ua, tile + i * nr, sizeof(T) * nn);
                 }
             }
         }
-    }, /*barrier_mask=*/1u);  // no barrier after the GEMM phase: its output (dh of this range) is read by
-                              // the same thread next step, and the next pointwise phase writes dG_{t-1}, not
-                              // the dG_t other threads may still be reading
+    }, /*barrier_mask=*/rows ? 0u : 1u);
+    // Units: no barrier after the GEMM phase: its output (dh of this range) is read by the same thread next
+    // step, and the next pointwise phase writes dG_{t-1}, not the dG_t other threads may still be reading.
+    // Rows: no barrier at all; a thread reads only the dG, dh and dc of its own rows.
 
     if (grad_h0) copy_2d<T>(B, H, dh, H, 1, grad_h0->ptr<T>(), grad_h0->strides[0], grad_h0->strides[1]);
     if (grad_c0) copy_2d<T>(B, H, dc, H, 1, grad_c0->ptr<T>(), grad_c0->strides[0], grad_c0->strides[1]);
