@@ -42,7 +42,7 @@ using detail::ArenaSlot;
 using detail::thread_arena;
 
 constexpr double kLog2e = 1.4426950408889634074, kLn2 = 0.69314718055994530942;
-constexpr int64_t kBrF = 48, kBcF = 256;  // forward tiles (query columns; keys, rounded down to MR)
+constexpr int64_t kBrF = 48, kBcF = 256;  // forward tiles (query columns; keys, at most ~kBcF)
 constexpr int64_t kBrB = 96, kBcB = 96;   // backward tiles (query rows rounded down to MR; keys)
 
 
@@ -137,10 +137,13 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
     const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
     const int64_t mr = ki.mr, nr = ki.nr;
     // BR (48) is a multiple of mr and nr of every path (query columns of S^T in nr panels, PV in mr strips);
-    // BC a multiple of mr (key rows of S^T in mr strips).
-    const int64_t BR = kBrF, BC = kBcF / mr * mr;
+    // BC a multiple of mr (key rows of S^T in mr strips): S split into ceil(S / 256) even tiles (S = 256 is
+    // one tile of 258, not 252 + a tile of 4 keys that pays a whole tile's overheads).
+    const int64_t BR = kBrF;
+    const int64_t nkt0 = std::max<int64_t>(1, (S + kBcF - 1) / kBcF);
+    const int64_t BC = ((S + nkt0 - 1) / nkt0 + mr - 1) / mr * mr;
+    const int64_t nkt = (S + BC - 1) / BC;  // (<= nkt0: rounding BC up may leave fewer tiles, none empty)
     const int64_t nqt = (L + BR - 1) / BR;
-    const int64_t nkt = (S + BC - 1) / BC;
     const int64_t nvp = (Dv + nr - 1) / nr;  // value panels of nr features
     const int64_t DvP = nvp * nr;
     const int threads = std::max(1, get_num_threads());
@@ -188,9 +191,11 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
         T* m = oa + BR * DvP;
         T* l = m + BR;
         T* alpha = l + BR;
-        const int64_t nqp = (r + nr - 1) / nr;  // query panels holding real queries; the rest are zero
+        // Only the query panels holding real queries are computed (a last tile of 16 queries: 1 of 3); the
+        // softmax runs over their w columns, and P V's last strip may read up to mt_used*mr columns: those
+        // past w are zeroed per key tile.
+        const int64_t nqp = (r + nr - 1) / nr, w = nqp * nr;
         ki.pack_b(D, r, cx.q + cx.off(cx.qs, n) + i0 * cx.qs[2], 1, cx.qs[2], qb, 0, nqp);
-        std::fill(qb + nqp * nr * D, qb + BR * D, T(0));
         std::fill(m, m + BR, ninf);
         std::fill(l, l + BR, T(0));
         const int64_t mt_used = (r + mr - 1) / mr;
@@ -201,14 +206,16 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
         for (int64_t j0 = k_lo / BC * BC; j0 < j_end; j0 += BC) {  // (packed K and V are tile-aligned)
             const int64_t c = std::min(BC, j_end - j0), ckt = (c + mr - 1) / mr;
             const T* kp = Kp + n * k_per + (j0 / BC) * kt_size;
-            // S^T = scale log2(e) K_j Q_i^T (c x BR); one query panel (D x nr, in L1) against every key strip.
+            // S^T = scale log2(e) K_j Q_i^T (c x w); one query panel (D x nr, in L1) against every key strip.
             // Transposed, the softmax runs down columns (vertical max and sums, no per-row reductions) and P^T
             // is the A operand of P V as it stands.
-            for (int64_t b = 0; b < BR / nr; ++b)
+            for (int64_t b = 0; b < nqp; ++b)
                 for (int64_t a = 0; a < ckt; ++a)
                     ki.ukernel(D, kp + a * mr * D, qb + b * D * nr, nr, sb + a * mr * BR + b * nr, BR, 1, cx.scale2, T(0));
             apply_mask(cx, n, i0, r, j0, c, sb, 1, BR);
-            kern.softmax_cols(c, BR, sb, BR, m, l, alpha);
+            kern.softmax_cols(c, w, sb, BR, m, l, alpha);
+            if (mt_used * mr > w)
+                for (int64_t jj = 0; jj < c; ++jj) std::fill(sb + jj * BR + w, sb + jj * BR + mt_used * mr, T(0));
             if (!first)
                 for (int64_t ii = 0; ii < r; ++ii)
                     if (alpha[ii] != T(1)) {

@@ -30,7 +30,8 @@
 // blocked rule above holds for grad_x's own shape, that kernel run as a convolution of grad_out with the
 // flipped, transposed weights); grad_weight = GEMM grad_out @ col^T with the batch reduction split into one fixed chunk of
 // images per thread, each into its own partial buffer, summed in thread order (deterministic for a given
-// thread count).
+// thread count), or, where the forward runs Winograd, Winograd's own gradient (16 GEMMs reducing over the
+// transformed tiles, per-thread accumulators summed in thread order).
 //
 // Outputs are written (=), never accumulated: out, grad_x, grad_weight, grad_bias.
 #pragma once
