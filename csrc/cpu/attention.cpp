@@ -123,8 +123,8 @@ void apply_mask(const Ctx<T>& cx, int64_t n, int64_t i0, int64_t r, int64_t j0, 
 // C (mr x nr, row stride ldc) = alpha A B + beta C for A with element (i, p) at a[p * lda + i] (lda == mr: a
 // packed panel) and a packed B panel of depth k.
 template <typename T>
-inline void gemm_a(const detail::GemmKernelInfo<T>& ki, int64_t k, const T* a, int64_t lda, const T* b, T* c, int64_t ldc,
-                   T alpha, T beta) {
+inline void gemm_a(const detail::GemmKernelInfo<T>& ki, int64_t k, const T* a, int64_t lda, const T* b, T* c,
+                   int64_t ldc, T alpha, T beta) {
     if (lda == ki.mr)
         ki.ukernel(k, a, b, ki.nr, c, ldc, 1, alpha, beta);
     else
@@ -211,7 +211,8 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
             // is the A operand of P V as it stands.
             for (int64_t b = 0; b < nqp; ++b)
                 for (int64_t a = 0; a < ckt; ++a)
-                    ki.ukernel(D, kp + a * mr * D, qb + b * D * nr, nr, sb + a * mr * BR + b * nr, BR, 1, cx.scale2, T(0));
+                    ki.ukernel(D, kp + a * mr * D, qb + b * D * nr, nr, sb + a * mr * BR + b * nr, BR, 1, cx.scale2,
+                               T(0));
             apply_mask(cx, n, i0, r, j0, c, sb, 1, BR);
             kern.softmax_cols(c, w, sb, BR, m, l, alpha);
             if (mt_used * mr > w)
@@ -257,7 +258,8 @@ void forward_impl(const Ctx<T>& cx, const View& out, const View& lse) {
                 const T inv = T(1) / l[ii];
                 for (int64_t d = 0; d < Dv; ++d) o[d] = a[d] * inv;
                 // lse in natural units (m is in base 2)
-                lrow[ii * ls[2]] = static_cast<T>(static_cast<double>(m[ii]) * kLn2 + std::log(static_cast<double>(l[ii])));
+                lrow[ii * ls[2]] =
+                    static_cast<T>(static_cast<double>(m[ii]) * kLn2 + std::log(static_cast<double>(l[ii])));
             } else {
                 for (int64_t d = 0; d < Dv; ++d) o[d] = 0;
                 lrow[ii * ls[2]] = ninf;
@@ -434,7 +436,8 @@ void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const Vie
                     const T lv = Ln[(i0 + ii) * ls[2]];
                     T* s_ = sb + ii * BC;
                     if (lv == ninf) std::fill(s_, s_ + c, T(0));
-                    else kern.exp2_sub_sum(s_, c, static_cast<T>(static_cast<double>(lv) * kLog2e));  // P = 2^(S - lse log2 e)
+                    else  // P = 2^(S - lse log2 e)
+                        kern.exp2_sub_sum(s_, c, static_cast<T>(static_cast<double>(lv) * kLog2e));
                     std::fill(s_ + c, s_ + cp, T(0));
                 }
                 const T* pv = sb;
@@ -482,12 +485,12 @@ void backward_impl(const Ctx<T>& cx, const View& out, const View& lse, const Vie
                 const int64_t lda = in_place ? BC : mr, sa = in_place ? mr : mr * r;  // A stride, strip offset
                 for (int64_t b = 0; b < Dvp / nr; ++b)
                     for (int64_t kt = 0; kt < ckt; ++kt)
-                        gemm_a(ki, r, pta + kt * sa, lda, Gb + qt * BR * Dvp + b * BR * nr, dva + kt * mr * Dvp + b * nr, Dvp,
-                               T(1), T(1));
+                        gemm_a(ki, r, pta + kt * sa, lda, Gb + qt * BR * Dvp + b * BR * nr, dva + kt * mr * Dvp + b * nr,
+                               Dvp, T(1), T(1));
                 for (int64_t b = 0; b < Dp / nr; ++b)
                     for (int64_t kt = 0; kt < ckt; ++kt)
-                        gemm_a(ki, r, dsta + kt * sa, lda, Qb + qt * BR * Dp + b * BR * nr, dka + kt * mr * Dp + b * nr, Dp,
-                               cx.scale, T(1));
+                        gemm_a(ki, r, dsta + kt * sa, lda, Qb + qt * BR * Dp + b * BR * nr, dka + kt * mr * Dp + b * nr,
+                               Dp, cx.scale, T(1));
                 // dQ_i += scale dS K_j  (k = c keys)
                 for (int64_t b = 0; b < Dp / nr; ++b)
                     for (int64_t a = 0; a < rt; ++a)

@@ -126,8 +126,8 @@ void sgemm_6x16_strided_a(int64_t k, const float* a, int64_t lda, const float* b
             "vmovups %%ymm14, (%[c3],%[rsc],2)\n\t"
             "vmovups %%ymm15, 32(%[c3],%[rsc],2)\n\t"
             : [a] "+r"(a), [b] "+r"(b), [k] "+r"(kk)
-            : [rsb] "r"(rs_b_bytes), [lda] "r"(lda_bytes), [c] "r"(c), [c3] "r"(c3), [rsc] "r"(rs_c_bytes), [sa] "r"(scale_acc),
-              [rc] "r"(read_c), [alpha] "m"(alpha), [beta] "m"(beta)
+            : [rsb] "r"(rs_b_bytes), [lda] "r"(lda_bytes), [c] "r"(c), [c3] "r"(c3), [rsc] "r"(rs_c_bytes),
+              [sa] "r"(scale_acc), [rc] "r"(read_c), [alpha] "m"(alpha), [beta] "m"(beta)
             : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
               "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
         return;
