@@ -121,6 +121,26 @@ def test_configs(cpu_path, rng, dtype, layout):
         _run(cfg, dtype, layout, rng, bias=i % 3 != 1)
 
 
+# 1x1 NCHW runs the batch as one GEMM whose column panels cross image boundaries: planes smaller than a panel
+# (1x1, 3x5), panels ending exactly at the last column (16), two depth blocks (C = 300), K past the row
+# tiles, groups
+ONE_BY_ONE_CONFIGS = [
+    (3, 300, 3, 5, 13, 1, 1, 1, 0, 1, 1),
+    (2, 16, 1, 1, 7, 1, 1, 1, 0, 1, 1),
+    (1, 5, 4, 4, 3, 1, 1, 1, 0, 1, 1),
+    (4, 8, 7, 7, 20, 1, 1, 1, 0, 1, 2),
+    (2, 64, 14, 14, 70, 1, 1, 1, 0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_1x1_batch_as_one_gemm(cpu_path, threads, rng, dtype):
+    for i, cfg in enumerate(ONE_BY_ONE_CONFIGS):
+        assert ops.conv2d_algorithm(np.zeros(cfg[:4], dtype), np.zeros((cfg[4], cfg[1] // cfg[10], 1, 1), dtype),
+                                    groups=cfg[10]) == "gemm_1x1"
+        _run(cfg, dtype, "NCHW", rng, bias=i % 2 == 0)
+
+
 def test_random_configs(rng):
     for _ in range(12):
         groups = int(rng.choice([1, 1, 2, 3]))

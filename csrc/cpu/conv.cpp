@@ -445,6 +445,104 @@ void blocked_conv(const ConvGeo& g, const float* in, const float* w, const float
     LF_DISPATCH(conv_blocked_fwd, k, in, wp, b, out, scratch, threads);
 }
 
+// 1x1 NCHW over the whole batch: out_n = W_g x_n for every image n and group g (grad_x: gx_n = W_g^T go_n,
+// `in` = grad_out, no bias), as one GEMM whose columns are the images' pixels back to back (J = n*HW + j). Column panels run across image
+// boundaries (8 images of 14x14 = 98 panels of 16, where per-image GEMMs pay a 4-column edge panel each) and
+// W is packed once per call instead of once per image. Threads take contiguous ranges of column panels.
+// Blocking as the GEMM's: W in MC-row blocks (L2), B in blocks of 16 panels at depth <= KC, one B panel (L1)
+// against every A strip of the block. A tile that crosses an image (or the end), or a partial row strip
+// where the path has no rows kernel, goes through a scratch tile.
+template <typename T>
+void conv1x1_nchw_batch(const ConvGeo& g, const T* in, const T* w, const T* b, T* out, bool grad_x, int nt) {
+    const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
+    const int64_t mr = ki.mr, nr = ki.nr, HW = g.H * g.W, cols = g.N * HW;
+    // rows of the GEMM (output channels per group) and its depth (input channels per group); channel totals
+    const int64_t Kg = grad_x ? g.Cg : g.Kg, Cg = grad_x ? g.Kg : g.Cg;
+    const int64_t Kall = grad_x ? g.C : g.K, Call = grad_x ? g.K : g.C;
+    const int64_t kb = (Cg + ki.kc - 1) / ki.kc, KC = (Cg + kb - 1) / kb;  // even depth blocks
+    const int64_t mp = (Kg + mr - 1) / mr, MCp = std::max<int64_t>(1, ki.mc / mr);  // A strips; per L2 block
+    const int64_t np = (cols + nr - 1) / nr, NB = 16;                                // B panels; per block
+    // W (W^T for grad_x) of every group packed once: group gi, depth block pc at Ap + (gi * kb + pc) * a_blk
+    const int64_t a_blk = mp * mr * KC;
+    T* Ap = detail::thread_arena(detail::ArenaSlot::k3)
+                .get_as<T>(static_cast<size_t>(g.G * kb * a_blk + detail::kGemmPackSlack));
+    for (int64_t gi = 0; gi < g.G; ++gi)
+        for (int64_t pc = 0; pc < kb; ++pc) {
+            const int64_t p0 = pc * KC, kc = std::min(KC, Cg - p0);
+            const T* wg = w + gi * g.Kg * g.Cg;  // (Kg x Cg) of the forward's view
+            if (grad_x)
+                ki.pack_a(Kg, kc, wg + p0 * g.Cg, 1, g.Cg, Ap + (gi * kb + pc) * a_blk);
+            else
+                ki.pack_a(Kg, kc, wg + p0, g.Cg, 1, Ap + (gi * kb + pc) * a_blk);
+        }
+    const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, np)));
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int t = 0; t < threads; ++t) {
+        const int64_t q0 = np * t / threads, q1 = np * (t + 1) / threads;  // this thread's column panels
+        T* Bp = detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(NB * nr * KC));
+        alignas(64) T tile[16 * 32];  // MR x NR <= 16 x 32 on every path
+        for (int64_t gi = 0; gi < g.G; ++gi)
+            for (int64_t qb = q0; qb < q1; qb += NB) {
+                const int64_t nq = std::min(NB, q1 - qb);
+                for (int64_t pc = 0; pc < kb; ++pc) {
+                    const int64_t p0 = pc * KC, kc = std::min(KC, Cg - p0);
+                    // B panels: rows p0.. of the group's channels, columns of the panels (zero past cols)
+                    for (int64_t q = 0; q < nq; ++q) {
+                        T* dst = Bp + q * nr * kc;
+                        for (int64_t jj = 0; jj < nr;) {
+                            const int64_t J = (qb + q) * nr + jj;
+                            if (J >= cols) {
+                                for (int64_t p = 0; p < kc; ++p)
+                                    std::fill(dst + p * nr + jj, dst + (p + 1) * nr, T(0));
+                                break;
+                            }
+                            const int64_t n = J / HW, j = J % HW, len = std::min(nr - jj, HW - j);
+                            const T* src = in + (n * Call + gi * Cg + p0) * HW + j;
+                            for (int64_t p = 0; p < kc; ++p)
+                                std::copy(src + p * HW, src + p * HW + len, dst + p * nr + jj);
+                            jj += len;
+                        }
+                    }
+                    const T beta = pc == 0 ? T(0) : T(1);
+                    const T* A = Ap + (gi * kb + pc) * a_blk;
+                    for (int64_t ic = 0; ic < mp; ic += MCp)
+                        for (int64_t q = 0; q < nq; ++q) {
+                            const int64_t J0 = (qb + q) * nr, n = J0 / HW, j = J0 % HW;
+                            const bool whole = j + nr <= HW;  // the panel's columns lie in one image
+                            for (int64_t a = ic; a < std::min(mp, ic + MCp); ++a) {
+                                const int rows = static_cast<int>(std::min(mr, Kg - a * mr));
+                                const T* ap = A + a * mr * kc;
+                                const T* bp = Bp + q * nr * kc;
+                                if (whole && (rows == mr || ki.ukernel_rows)) {  // (else the kernel writes mr rows)
+                                    T* c = out + (n * Kall + gi * Kg + a * mr) * HW + j;
+                                    detail::gemm_tile_rows(ki, rows, kc, ap, bp, nr, c, HW, T(1), beta);
+                                    continue;
+                                }
+                                ki.ukernel(kc, ap, bp, nr, tile, nr, 1, T(1), T(0));
+                                for (int64_t jj = 0; jj < nr && J0 + jj < cols; ++jj) {
+                                    const int64_t J = J0 + jj;
+                                    T* c = out + ((J / HW) * Kall + gi * Kg + a * mr) * HW + J % HW;
+                                    for (int i = 0; i < rows; ++i)
+                                        c[i * HW] = tile[i * nr + jj] + (pc == 0 ? T(0) : c[i * HW]);
+                                }
+                            }
+                        }
+                }
+                const int64_t J_end = std::min(cols, (qb + nq) * nr);
+                if (b)  // bias over this block's columns
+                    for (int64_t J = qb * nr; J < J_end;) {
+                        const int64_t n = J / HW, j = J % HW, len = std::min(J_end - J, HW - j);
+                        for (int64_t k = 0; k < Kg; ++k) {
+                            T* c = out + (n * Kall + gi * Kg + k) * HW + j;
+                            const T bk = b[gi * Kg + k];
+                            for (int64_t e = 0; e < len; ++e) c[e] += bk;
+                        }
+                        J += len;
+                    }
+            }
+    }
+}
+
 template <typename T>
 void forward_impl(const ConvGeo& g, const T* x, const T* w, const T* b, T* out) {
     const int nt = get_num_threads();
@@ -468,7 +566,12 @@ void forward_impl(const ConvGeo& g, const T* x, const T* w, const T* b, T* out) 
         LF_DISPATCH(conv_direct_fwd<T>, g, x, w, wt, b, out, scratch, nt);
         return;
     }
-    if (g.nhwc && algo == Algo::gemm_1x1) {  // the whole batch is one (N*H*W x C) matrix
+    if (algo == Algo::gemm_1x1) {
+        if (!g.nhwc) {
+            conv1x1_nchw_batch<T>(g, x, w, b, out, false, nt);
+            return;
+        }
+        // NHWC: the whole batch is one (N*H*W x C) matrix
         const int64_t M = g.N * HW;
         for (int64_t gi = 0; gi < g.G; ++gi) {
             T* C0 = out + gi * g.Kg;
@@ -487,9 +590,7 @@ void forward_impl(const ConvGeo& g, const T* x, const T* w, const T* b, T* out) 
     const int64_t NJ = tile_cols(g);
     for_chunks(chunks, nt, [&](int t, int gt) {
         const int64_t n0 = g.N * t / chunks, n1 = g.N * (t + 1) / chunks;
-        T* col = algo == Algo::im2col
-                     ? detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(CRS * NJ))
-                     : nullptr;
+        T* col = detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(CRS * NJ));
         for (int64_t n = n0; n < n1; ++n) {
             for (int64_t gi = 0; gi < g.G; ++gi) {
                 const T* wg = w + gi * g.Kg * CRS;
@@ -501,14 +602,10 @@ void forward_impl(const ConvGeo& g, const T* x, const T* w, const T* b, T* out) 
                         for (int64_t k = 0; k < g.Kg; ++k) std::fill(Cp + k * PQ, Cp + (k + 1) * PQ, b[gi * g.Kg + k]);
                         beta = T(1);
                     }
-                    for (int64_t j0 = 0; j0 < PQ; j0 += NJ) {
+                    for (int64_t j0 = 0; j0 < PQ; j0 += NJ) {  // (CRS x nj) tiles of the column matrix
                         const int64_t j1 = std::min(PQ, j0 + NJ), nj = j1 - j0;
-                        if (algo == Algo::im2col) {  // (CRS x nj) tile of the column matrix
-                            im2col_nchw<T>(g, xg, col, j0, j1);
-                            gemm_strided<T>(g.Kg, nj, CRS, T(1), wg, CRS, 1, col, nj, 1, beta, Cp + j0, PQ, 1, gt);
-                        } else {  // 1x1: the image is the operand
-                            gemm_strided<T>(g.Kg, nj, CRS, T(1), wg, CRS, 1, xg + j0, PQ, 1, beta, Cp + j0, PQ, 1, gt);
-                        }
+                        im2col_nchw<T>(g, xg, col, j0, j1);
+                        gemm_strided<T>(g.Kg, nj, CRS, T(1), wg, CRS, 1, col, nj, 1, beta, Cp + j0, PQ, 1, gt);
                     }
                 } else {
                     const T* xg = x + n * HW * g.C + gi * g.Cg;
@@ -604,6 +701,11 @@ void backward_impl(const ConvGeo& g, const T* go, const T* x, const T* w, T* gx,
         }
         return;
     }
+    if (gx && algo == Algo::gemm_1x1) {  // NCHW grad_x: the batch as one GEMM (W^T packed once)
+        conv1x1_nchw_batch<T>(g, go, w, nullptr, gx, true, nt);
+        gx = nullptr;
+        if (!gw) return;
+    }
     const int chunks = image_chunks(g, nt);
     const int64_t NJ = tile_cols(g);
     T* partial = nullptr;  // chunks x (K x CRS); chunk 0 writes straight into gw when there is one chunk
@@ -633,8 +735,6 @@ void backward_impl(const ConvGeo& g, const T* go, const T* x, const T* w, T* gx,
                         if (algo == Algo::gemm_1x1) {
                             if (gw)  // gw_g += go_g (Kg x nj) @ x_g^T (nj x Cg)
                                 gemm_strided<T>(g.Kg, CRS, nj, T(1), gog, PQ, 1, xg + j0, 1, PQ, T(1), gwg, CRS, 1, gt);
-                            if (gx)  // gx_g = w_g^T (Cg x Kg) @ go_g
-                                gemm_strided<T>(CRS, nj, g.Kg, T(1), wg, 1, CRS, gog, PQ, 1, T(0), gxg + j0, PQ, 1, gt);
                         } else {
                             if (gw) {
                                 im2col_nchw<T>(g, xg, col, j0, j1);
