@@ -12,8 +12,8 @@
 //                  taps, vectorised along the contiguous axis (W for NCHW, channels for NHWC); an AVX2
 //                  build of the same loops runs on the avx2 path. (The first layer, C == 1, measured
 //                  ~5x faster on im2col + GEMM with depth R*S than on these loops, so it goes there.)
-//  * "gemm_1x1"    1x1 kernel, stride 1, no padding: the image *is* the GEMM operand (no copy); NHWC
-//                  runs the whole batch as one GEMM.
+//  * "gemm_1x1"    1x1 kernel, stride 1, no padding: the image *is* the GEMM operand (no im2col); the
+//                  whole batch runs as one GEMM (NCHW: the images' pixels back to back as its columns).
 //  * "winograd_f2x2_3x3" NCHW float32, 3x3, stride 1, undilated, >= 16 channels in and out per group,
 //                  output rows >= 16 wide: Winograd F(2x2, 3x3) — blocks of 2x2-output tiles, input
 //                  transform B^T d B, 16 GEMMs of depth C/groups, output transform A^T m A — 2.25x fewer
