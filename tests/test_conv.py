@@ -123,13 +123,14 @@ def test_configs(cpu_path, rng, dtype, layout):
 
 # 1x1 NCHW runs the batch as one GEMM whose column panels cross image boundaries: planes smaller than a panel
 # (1x1, 3x5), panels ending exactly at the last column (16), two depth blocks (C = 300), K past the row
-# tiles, groups
+# tiles, groups; the last two are over the ~2 MFLOP that takes a second thread
 ONE_BY_ONE_CONFIGS = [
     (3, 300, 3, 5, 13, 1, 1, 1, 0, 1, 1),
     (2, 16, 1, 1, 7, 1, 1, 1, 0, 1, 1),
     (1, 5, 4, 4, 3, 1, 1, 1, 0, 1, 1),
     (4, 8, 7, 7, 20, 1, 1, 1, 0, 1, 2),
     (2, 64, 14, 14, 70, 1, 1, 1, 0, 1, 1),
+    (8, 64, 7, 7, 64, 1, 1, 1, 0, 1, 1),  # large enough for two threads, seams inside panels
 ]
 
 

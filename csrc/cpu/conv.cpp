@@ -380,13 +380,13 @@ void winograd_grad_weight(const ConvGeo& g, const T* go, const T* x, T* gw, int 
                                 M + e * Kout * Cin, Cin, 1, 1);
         }
     }
-    const int64_t KC = Kout * Cin;
+    const int64_t pairs = Kout * Cin;  // (output, input) channel pairs of a group
     for (int64_t gi = 0; gi < g.G; ++gi)
-        for (int64_t kc = 0; kc < KC; ++kc) {
+        for (int64_t pr = 0; pr < pairs; ++pr) {
             T m[16];
             for (int e = 0; e < 16; ++e) {
-                T acc = Msum[gi * wsz + e * KC + kc];
-                for (int t = 1; t < threads; ++t) acc += Msum[(t * g.G + gi) * wsz + e * KC + kc];
+                T acc = Msum[gi * wsz + e * pairs + pr];
+                for (int t = 1; t < threads; ++t) acc += Msum[(t * g.G + gi) * wsz + e * pairs + pr];
                 m[e] = acc;
             }
             // G^T m G, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]: over the rows, then over the columns
@@ -396,7 +396,7 @@ void winograd_grad_weight(const ConvGeo& g, const T* go, const T* x, T* gw, int 
                 r[1][b] = T(0.5) * (m[4 + b] - m[8 + b]);
                 r[2][b] = T(0.5) * (m[4 + b] + m[8 + b]) + m[12 + b];
             }
-            T* dst = gw + (gi * KC + kc) * 9;
+            T* dst = gw + (gi * pairs + pr) * 9;
             for (int a = 0; a < 3; ++a) {
                 dst[3 * a + 0] = r[a][0] + T(0.5) * (r[a][1] + r[a][2]);
                 dst[3 * a + 1] = T(0.5) * (r[a][1] - r[a][2]);
@@ -446,9 +446,10 @@ void blocked_conv(const ConvGeo& g, const float* in, const float* w, const float
 }
 
 // 1x1 NCHW over the whole batch: out_n = W_g x_n for every image n and group g (grad_x: gx_n = W_g^T go_n,
-// `in` = grad_out, no bias), as one GEMM whose columns are the images' pixels back to back (J = n*HW + j). Column panels run across image
-// boundaries (8 images of 14x14 = 98 panels of 16, where per-image GEMMs pay a 4-column edge panel each) and
-// W is packed once per call instead of once per image. Threads take contiguous ranges of column panels.
+// `in` = grad_out, no bias), as one GEMM whose columns are the images' pixels back to back (J = n*HW + j).
+// Column panels run across image boundaries (8 images of 14x14 = 98 panels of 16, where per-image GEMMs pay
+// a 4-column edge panel each) and W is packed once per call instead of once per image. Threads take
+// contiguous ranges of column panels (one thread below ~2 MFLOP, as the GEMM).
 // Blocking as the GEMM's: W in MC-row blocks (L2), B in blocks of 16 panels at depth <= KC, one B panel (L1)
 // against every A strip of the block. A tile that crosses an image (or the end), or a partial row strip
 // where the path has no rows kernel, goes through a scratch tile.
@@ -475,7 +476,8 @@ void conv1x1_nchw_batch(const ConvGeo& g, const T* in, const T* w, const T* b, T
             else
                 ki.pack_a(Kg, kc, wg + p0, g.Cg, 1, Ap + (gi * kb + pc) * a_blk);
         }
-    const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, np)));
+    const bool small = 2.0 * static_cast<double>(g.G) * Kg * Cg * cols < 2.0e6;
+    const int threads = small ? 1 : static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, np)));
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int t = 0; t < threads; ++t) {
         const int64_t q0 = np * t / threads, q1 = np * (t + 1) / threads;  // this thread's column panels
