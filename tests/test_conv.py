@@ -131,6 +131,7 @@ ONE_BY_ONE_CONFIGS = [
     (4, 8, 7, 7, 20, 1, 1, 1, 0, 1, 2),
     (2, 64, 14, 14, 70, 1, 1, 1, 0, 1, 1),
     (8, 64, 7, 7, 64, 1, 1, 1, 0, 1, 1),  # large enough for two threads, seams inside panels
+    (2, 16, 3, 5, 300, 1, 1, 1, 0, 1, 1),  # grad_x's depth (K = 300) in two blocks
 ]
 
 
