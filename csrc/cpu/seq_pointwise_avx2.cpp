@@ -1,6 +1,7 @@
 // AVX2+FMA pointwise kernels of the LSTM and attention families (float): a vectorised exp (Cephes-style
-// range reduction + degree-5 polynomial, ~1 ulp over the float range), sigmoid built on it, and a rational
-// tanh (~5 ulp at worst).
+// range reduction + degree-5 polynomial, ~1 ulp over the float range) with the LSTM's sigmoid built on it,
+// a rational tanh (~5 ulp at worst), and a base-2 exponential for attention's softmax (scores in base-2
+// units: no multiply, ~1 ulp) with the softmax row/column kernels.
 // Compiled with -mavx2 -mfma; entered only when cpu_path() == CpuPath::avx2.
 #include <immintrin.h>
 
