@@ -225,15 +225,20 @@ def test_algorithms():
     assert ops.conv2d_algorithm(x, np.zeros((4, 8, 3, 3), np.float32)) == "im2col_gemm"
     assert ops.conv2d_algorithm(x, np.zeros((8, 1, 3, 3), np.float32), groups=8) == "direct"
     assert ops.conv2d_algorithm(x[:, :1], np.zeros((32, 1, 3, 3), np.float32)) == "im2col_gemm"
-    wide = np.zeros((1, 16, 18, 20), np.float32)  # 3x3 stride 1, >= 16 channels, output rows >= 16 wide
-    assert ops.conv2d_algorithm(wide, np.zeros((16, 16, 3, 3), np.float32), padding=1) == "winograd_f2x2_3x3"
+    wide = np.zeros((1, 16, 18, 20), np.float32)  # 3x3 stride 1, >= 16 channels: Winograd
+    w16 = np.zeros((16, 16, 3, 3), np.float32)
+    assert ops.conv2d_algorithm(wide, w16, padding=1) == "winograd_f4x4_3x3"  # 18 x 20 outputs
+    assert ops.conv2d_algorithm(wide[:, :, :13, :13], w16) == "winograd_f4x4_3x3"  # 11 x 11 (the tutorial's)
+    assert ops.conv2d_algorithm(wide[:, :, :8, :18], w16) == "winograd_f2x2_3x3"  # 6 rows: too few for 4x4
+    assert "winograd" not in ops.conv2d_algorithm(wide[:, :, :12, :12], w16)  # 10 x 10: 4x4 tiles waste 44%
     assert ops.conv2d_algorithm(wide.astype(np.float64), np.zeros((16, 16, 3, 3))) == "im2col_gemm"
-    assert ops.conv2d_algorithm(wide, np.zeros((16, 16, 3, 3), np.float32), stride=2) == "im2col_gemm"
-    assert ops.conv2d_algorithm(wide[..., :13], np.zeros((16, 16, 3, 3), np.float32)) == "im2col_gemm"
+    assert ops.conv2d_algorithm(wide, w16, stride=2) == "im2col_gemm"
+    assert ops.conv2d_algorithm(wide[:, :8], np.zeros((16, 8, 3, 3), np.float32)) != "winograd_f4x4_3x3"
 
 
-# (N, C, H, W, K, padding, groups) for Winograd F(2x2, 3x3): odd and even output sizes (a half-outside last
-# tile), padding 0..3 (grad_x runs with padding 2 - p, negative past 2), asymmetric "same", groups, 1x1 input
+# (N, C, H, W, K, padding, groups) for Winograd F(2x2, 3x3) and F(4x4, 3x3): output sizes around both tile
+# sizes (a last tile 1..3 outputs inside the plane), padding 0..3 (grad_x runs with padding 2 - p, negative
+# past 2), asymmetric "same", groups, 1x1 input, and enough tiles for several blocks of a thread
 WINOGRAD_CONFIGS = [
     (2, 16, 18, 17, 16, 1, 1),
     (3, 17, 19, 21, 19, 0, 1),
@@ -241,19 +246,37 @@ WINOGRAD_CONFIGS = [
     (2, 16, 17, 18, 20, 3, 1),
     (1, 16, 1, 1, 16, 1, 1),
     (2, 18, 20, 16, 16, "same", 1),
+    (5, 16, 13, 13, 17, 0, 1),
+    (3, 20, 11, 14, 16, 2, 1),
+    (9, 16, 29, 31, 16, 1, 1),
 ]
 
 
+@pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_winograd(monkeypatch, cpu_path, rng, dtype):
-    # float32 takes Winograd by itself at these shapes (but the 1x1 input); float64 is forced onto it (the
-    # sums differ from im2col's only by rounding): both against the float64 reference
-    if dtype == np.float64:
-        monkeypatch.setenv("LAYERFORGE_CONV_ALGO", "winograd")
+def test_winograd(monkeypatch, cpu_path, rng, dtype, tile):
+    # every config forced onto each tile size (float32 takes F(4x4) by itself at most of these shapes), both
+    # dtypes against the float64 reference (the sums differ from im2col's only by rounding)
+    algo = {2: "winograd", 4: "winograd4"}[tile]
+    monkeypatch.setenv("LAYERFORGE_CONV_ALGO", algo)
     for N, C, H, W, K, pad, groups in WINOGRAD_CONFIGS:
         _run((N, C, H, W, K, 3, 3, 1, pad, 1, groups), dtype, "NCHW", rng)
     x = np.zeros((1, 16, 16, 16), dtype)
-    assert ops.conv2d_algorithm(x, np.zeros((16, 16, 3, 3), dtype), padding=1) == "winograd_f2x2_3x3"
+    assert ops.conv2d_algorithm(x, np.zeros((16, 16, 3, 3), dtype), padding=1) == f"winograd_f{tile}x{tile}_3x3"
+
+
+def test_winograd_f4x4_float32_accuracy(rng):
+    # F(4x4)'s transforms grow values (B^T's rows sum to |5|): float32 outputs within ~2e-6 of max|y| at
+    # 64 channels against the float64 reference (F(2x2) and im2col ~2e-7), here as chosen by itself
+    x = rng.standard_normal((4, 64, 20, 20)).astype(np.float32)
+    w = (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32)
+    assert ops.conv2d_algorithm(x, w, padding=1) == "winograd_f4x4_3x3"
+    out = ops.conv2d(x, w, padding=1)
+    go = rng.standard_normal(out.shape).astype(np.float32)
+    gx, gw, _ = ops.conv2d_backward(go, x, w, padding=1, bias=False)
+    out_r, gx_r, gw_r, _ = ref_conv(x, w, None, 1, 1, 1, 1, go.astype(np.float64))
+    for got, ref in ((out, out_r), (gx, gx_r), (gw, gw_r)):
+        assert np.abs(got - ref).max() < 5e-6 * np.abs(ref).max()
 
 
 def test_winograd_strided_views_and_threads(threads, rng):
@@ -261,7 +284,7 @@ def test_winograd_strided_views_and_threads(threads, rng):
     x = base[:, ::2]  # (2, 20, 19, 18), channel stride 2 planes
     w = rng.standard_normal((3, 3, 20, 24)).astype(np.float32).transpose(3, 2, 0, 1)
     b = rng.standard_normal(24).astype(np.float32)
-    assert ops.conv2d_algorithm(x, w, padding=1) == "winograd_f2x2_3x3"
+    assert ops.conv2d_algorithm(x, w, padding=1) == "winograd_f4x4_3x3"
     out = ops.conv2d(x, w, b, padding=1)
     go = rng.standard_normal(out.shape).astype(np.float32)
     gx, gw, gb = ops.conv2d_backward(go, x, w, padding=1)
@@ -310,19 +333,21 @@ def test_blocked_direct(monkeypatch, cpu_path, rng, threads, forced):
     x = np.zeros((2, 8, 7, 5), np.float32)
     assert ops.conv2d_algorithm(x, np.zeros((3, 8, 3, 3), np.float32), padding=1) == (
         "direct_blocked" if forced else "im2col_gemm")  # 3 of 16 channels used: not chosen by itself
-    # the tutorial's second layer takes it by itself; float64, strides and groups never do
-    x = np.zeros((32, 32, 13, 13), np.float32)
+    # a small plane takes it by itself (the tutorial's second layer takes Winograd F(4x4)); float64, strides
+    # and groups never do
+    x = np.zeros((32, 32, 8, 8), np.float32)
     w = np.zeros((64, 32, 3, 3), np.float32)
     if not forced:
         assert ops.conv2d_algorithm(x, w) == "direct_blocked"
+        assert ops.conv2d_algorithm(np.zeros((32, 32, 13, 13), np.float32), w) == "winograd_f4x4_3x3"
         assert ops.conv2d_algorithm(x.astype(np.float64), w.astype(np.float64)) == "im2col_gemm"
     assert ops.conv2d_algorithm(x, w, stride=2) == "im2col_gemm"
     assert ops.conv2d_algorithm(x, np.zeros((64, 16, 3, 3), np.float32), groups=2) == "im2col_gemm"
 
 
 def test_blocked_direct_strided_views_and_repeats(rng):
-    base = rng.standard_normal((32, 64, 13, 26)).astype(np.float32)
-    x = base[:, ::2, :, ::2]  # (32, 32, 13, 13), strided in channels and columns
+    base = rng.standard_normal((32, 64, 8, 16)).astype(np.float32)
+    x = base[:, ::2, :, ::2]  # (32, 32, 8, 8), strided in channels and columns
     w = rng.standard_normal((3, 3, 32, 64)).astype(np.float32).transpose(3, 2, 0, 1)
     b = rng.standard_normal(64).astype(np.float32)
     assert ops.conv2d_algorithm(x, w) == "direct_blocked"
@@ -343,13 +368,14 @@ def test_blocked_direct_strided_views_and_repeats(rng):
     assert rel_err(out.transpose(0, 3, 1, 2), ref) < 2e-5
 
 
-@pytest.mark.parametrize("algo", ["direct", "im2col", "winograd", "blocked"])
+@pytest.mark.parametrize("algo", ["direct", "im2col", "winograd", "winograd4", "blocked"])
 def test_forced_algorithm(monkeypatch, cpu_path, rng, algo):
     # every config through the forced path (direct applies where C/groups == 1, winograd to NCHW 3x3
     # stride 1 undilated, blocked to float32 only), both layouts
     monkeypatch.setenv("LAYERFORGE_CONV_ALGO", algo)
     x = np.zeros((1, 1, 5, 5))
     expected = {"direct": "direct", "im2col": "im2col_gemm", "winograd": "winograd_f2x2_3x3",
+                "winograd4": "winograd_f4x4_3x3",
                 "blocked": "im2col_gemm"}[algo]  # (blocked is float32 only: this is float64)
     assert ops.conv2d_algorithm(x, np.zeros((2, 1, 3, 3))) == expected
     for i, cfg in enumerate(CONFIGS):

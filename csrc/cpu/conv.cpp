@@ -24,7 +24,7 @@ namespace {
 
 using detail::ConvGeo;
 
-enum class Algo { direct, gemm_1x1, im2col, winograd, blocked };
+enum class Algo { direct, gemm_1x1, im2col, winograd, winograd4, blocked };
 
 const char* algo_name(Algo a) {
     switch (a) {
@@ -32,6 +32,7 @@ const char* algo_name(Algo a) {
         case Algo::gemm_1x1: return "gemm_1x1";
         case Algo::im2col: return "im2col_gemm";
         case Algo::winograd: return "winograd_f2x2_3x3";
+        case Algo::winograd4: return "winograd_f4x4_3x3";
         case Algo::blocked: return "direct_blocked";
     }
     return "?";
@@ -85,11 +86,25 @@ const char* forced_algo() {
     return force && force[0] ? force : nullptr;
 }
 
-// out_w: the width of what the Winograd pass writes (Q forward, W for grad_x).
-bool winograd_wins(const ConvGeo& g, bool f32, int64_t out_w) {
-    if (!winograd_applies(g)) return false;
-    if (const char* force = forced_algo()) return std::strcmp(force, "winograd") == 0;
-    return f32 && g.Cg >= 16 && g.Kg >= 16 && out_w >= 16;
+// The Winograd tile size m (2 or 4) where Winograd wins, else 0; oh x ow: the plane the pass writes (P x Q
+// forward and for grad_weight's tiles, H x W for grad_x). float32 with >= 16 channels in and out per group:
+// F(4x4) where its tiles need at most 0.75x the multiplies of F(2x2)'s (4x fewer than direct instead of
+// 2.25x; outputs 11, 14, 20, 28, 56 wide but not 10, where F(4x4)'s 12-wide tiles waste 44%) and both sides
+// are >= 8; else F(2x2) for output rows >= 16. Measured (2 threads, forward / grad_x / grad_weight ms):
+// ResNet 8x64x56x56 -> 64 F(4x4) 12.2 / 12.6 / 15.2, F(2x2) 19.6 / 20.5 / 21.0; the tutorial's 32x32x13x13
+// -> 64 F(4x4) 1.56 / 3.1 / 2.4, F(2x2) 2.5 / 4.3 / 3.1, im2col 3.3 / 3.3 / 3.2. At 7x7 (512 channels)
+// neither wins: im2col. F(4x4) costs accuracy: float32 outputs carry ~1e-6 of max|y| (F(2x2) ~2e-7, im2col
+// ~1e-7); float64 keeps im2col.
+int winograd_wins(const ConvGeo& g, bool f32, int64_t oh, int64_t ow) {
+    if (!winograd_applies(g)) return 0;
+    if (const char* force = forced_algo()) {
+        if (std::strcmp(force, "winograd") == 0) return 2;
+        return std::strcmp(force, "winograd4") == 0 ? 4 : 0;
+    }
+    if (!f32 || g.Cg < 16 || g.Kg < 16) return 0;
+    const double f4 = 36.0 * ((oh + 3) / 4) * ((ow + 3) / 4), f2 = 16.0 * ((oh + 1) / 2) * ((ow + 1) / 2);
+    if (std::min(oh, ow) >= 8 && f4 <= 0.75 * f2) return 4;
+    return ow >= 16 ? 2 : 0;
 }
 
 Algo choose(const ConvGeo& g, bool f32) {
@@ -97,12 +112,13 @@ Algo choose(const ConvGeo& g, bool f32) {
         if (std::strcmp(force, "im2col") == 0) return Algo::im2col;
         if (std::strcmp(force, "direct") == 0 && g.Cg == 1) return Algo::direct;
         if (std::strcmp(force, "winograd") == 0 && winograd_applies(g)) return Algo::winograd;
+        if (std::strcmp(force, "winograd4") == 0 && winograd_applies(g)) return Algo::winograd4;
         if (std::strcmp(force, "blocked") == 0 && blocked_applies(g, f32)) return Algo::blocked;
     }
     if (g.Cg == 1 && g.G > 1) return Algo::direct;
     if (g.R == 1 && g.S == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.P == g.H && g.Q == g.W)
         return Algo::gemm_1x1;
-    if (winograd_wins(g, f32, g.Q)) return Algo::winograd;
+    if (const int m = winograd_wins(g, f32, g.P, g.Q)) return m == 4 ? Algo::winograd4 : Algo::winograd;
     if (!forced_algo() && blocked_wins(g, f32, false)) return Algo::blocked;
     return Algo::im2col;
 }
@@ -276,133 +292,239 @@ const T* transpose_weight_rsk(const ConvGeo& g, const T* w) {
     return wt;
 }
 
-// ---- Winograd F(2x2, 3x3), NCHW ------------------------------------------------------------------------
-// U (16, Kout, Cin) = G g G^T per (output, input) channel pair, G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1].
-// Forward: g = weight[k, c] (Kout = K, Cin = C per group). grad_x: the transposed convolution is a
+// ---- Winograd F(m x m, 3x3), NCHW: m = 2 or 4, al = m + 2 ----------------------------------------------
+// U (al^2, Kout, Cin) = G g G^T per (output, input) channel pair (G: al x 3, convpool_kernels.inc), computed in
+// double. Forward: g = weight[k, c] (Kout = K, Cin = C per group). grad_x: the transposed convolution is a
 // convolution of grad_out with weight[k, c] flipped in both axes and the channel roles swapped
 // (Kout = C, Cin = K per group), so it reuses the same tiles.
-template <typename T>
+constexpr double kWinogradG2[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, -.5, .5}, {0, 0, 1}};
+constexpr double kWinogradG4[6][3] = {{1, 0, 0},
+                                      {-1.0 / 3, -1.0 / 3, -1.0 / 3},
+                                      {1.0 / 3, -1.0 / 3, 1.0 / 3},
+                                      {1.0 / 15, 2.0 / 15, 4.0 / 15},
+                                      {-16.0 / 15, 8.0 / 15, -4.0 / 15},
+                                      {0, 0, 1}};
+
+template <int m>
+constexpr const double (&winograd_g())[m + 2][3] {
+    if constexpr (m == 2)
+        return kWinogradG2;
+    else
+        return kWinogradG4;
+}
+
+template <int m, typename T>
 void winograd_weights(const T* w, int64_t K, int64_t C, bool for_grad_x, T* U) {
+    constexpr int al = m + 2;
+    const auto& G = winograd_g<m>();
     const int64_t KC = K * C;
+    // planes over the pair index o: gk (9, KC) -> tmp = G g (al * 3, KC) -> U = (G g) G^T (al^2, KC); the
+    // loops over o vectorise
+    double* gk =
+        detail::thread_arena(detail::ArenaSlot::k2).get_as<double>(static_cast<size_t>((9 + 3 * al) * KC));
+    double* tmp = gk + 9 * KC;
     for (int64_t k = 0; k < K; ++k)
         for (int64_t c = 0; c < C; ++c) {
             const T* s = w + (k * C + c) * 9;
-            T gk[9];
-            for (int i = 0; i < 9; ++i) gk[i] = for_grad_x ? s[8 - i] : s[i];
-            T tmp[4][3];  // G g
-            for (int col = 0; col < 3; ++col) {
-                const T a = gk[col], b = gk[3 + col], d = gk[6 + col];
-                tmp[0][col] = a;
-                tmp[1][col] = T(0.5) * (a + b + d);
-                tmp[2][col] = T(0.5) * (a - b + d);
-                tmp[3][col] = d;
-            }
             const int64_t o = for_grad_x ? c * K + k : k * C + c;
-            for (int r = 0; r < 4; ++r) {  // (G g) G^T
-                const T a = tmp[r][0], b = tmp[r][1], d = tmp[r][2];
-                U[(4 * r + 0) * KC + o] = a;
-                U[(4 * r + 1) * KC + o] = T(0.5) * (a + b + d);
-                U[(4 * r + 2) * KC + o] = T(0.5) * (a - b + d);
-                U[(4 * r + 3) * KC + o] = d;
-            }
+            for (int i = 0; i < 9; ++i) gk[i * KC + o] = static_cast<double>(for_grad_x ? s[8 - i] : s[i]);
         }
+    for (int a = 0; a < al; ++a)
+        for (int col = 0; col < 3; ++col) {
+            const double g0 = G[a][0], g1 = G[a][1], g2 = G[a][2];
+            const double *r0 = gk + col * KC, *r1 = gk + (3 + col) * KC, *r2 = gk + (6 + col) * KC;
+            double* dst = tmp + (3 * a + col) * KC;
+            for (int64_t o = 0; o < KC; ++o) dst[o] = g0 * r0[o] + g1 * r1[o] + g2 * r2[o];
+        }
+    for (int a = 0; a < al; ++a)
+        for (int b = 0; b < al; ++b) {
+            const double g0 = G[b][0], g1 = G[b][1], g2 = G[b][2];
+            const double *r0 = tmp + (3 * a) * KC, *r1 = r0 + KC, *r2 = r0 + 2 * KC;
+            T* dst = U + (al * a + b) * KC;
+            for (int64_t o = 0; o < KC; ++o) dst[o] = static_cast<T>(g0 * r0[o] + g1 * r1[o] + g2 * r2[o]);
+        }
+}
+
+// Tiles per block, a multiple of 16 (whole B panels of the micro-kernel): V and M (al^2 x channels x TB)
+// near L2 for 64 channels (~128 tiles for F(2x2), ~48 for F(4x4)), at least `per_thread` blocks a thread
+// when there are enough tiles.
+template <int m>
+int64_t winograd_block_tiles(int64_t channels, int64_t tiles, int nt, int per_thread) {
+    constexpr int al = m + 2;
+    const int64_t cache =
+        std::max<int64_t>(16, 128 * 64 * 16 / (al * al) / std::max<int64_t>(64, channels) / 16 * 16);
+    const int64_t share = (tiles + per_thread * nt - 1) / (per_thread * nt);
+    return (std::min(cache, share) + 15) / 16 * 16;
 }
 
 // Forward: in = x (N, C, H, W) -> out (N, K, P, Q). grad_x: in = grad_out (N, K, P, Q) -> gx (N, C, H, W)
 // with padding 2 - pt, 2 - pl (negative padding is an offset; reads outside the plane are zeros).
-// Tiles of 2x2 outputs go in blocks of TB; per block and group: input transform -> V (16, Cin, TB), 16
-// single-threaded GEMMs M[e] (Kout x TB) = U[e] (Kout x Cin) @ V[e], output transform. Blocks run in
+// Tiles of m x m outputs go in blocks of TB; per block and group: input transform -> V (al^2, Cin, TB),
+// al^2 products M[e] (Kout x TB) = U[e] (Kout x Cin) @ V[e], output transform. U is packed into the
+// micro-kernel's A panels once per call and the kernel reads V's rows in place as its B panels (no
+// per-product packing: at 32 channels and 48 tiles a product is only ~100k multiply-adds). Blocks run in
 // parallel; each writes its own tiles' outputs, so no reduction and no races.
-template <typename T>
+template <int m, typename T>
 void winograd_conv(const ConvGeo& g, const T* in, const T* w, const T* b, T* out, bool grad_x, int nt) {
+    constexpr int al = m + 2, nal = al * al;
+    const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
+    const int64_t mr = ki.mr, nr = ki.nr;
     const int64_t Cin = grad_x ? g.Kg : g.Cg, Kout = grad_x ? g.Cg : g.Kg;
     const int64_t Hin = grad_x ? g.P : g.H, Win = grad_x ? g.Q : g.W, Hout = grad_x ? g.H : g.P,
                   Wout = grad_x ? g.W : g.Q;
     const int64_t pt = grad_x ? 2 - g.pt : g.pt, pl = grad_x ? 2 - g.pl : g.pl;
     const int64_t in_img = (grad_x ? g.K : g.C) * Hin * Win, out_img = (grad_x ? g.C : g.K) * Hout * Wout;
-    const int64_t th = (Hout + 1) / 2, tw = (Wout + 1) / 2, tiles = g.N * th * tw;
-    // ~128 tiles a block keeps V and M (16 x channels x TB) within L2 for 64 channels; at least 2 blocks
-    // a thread when there are enough tiles.
-    int64_t TB = 128 * 64 / std::max<int64_t>(64, std::max(Cin, Kout));
-    TB = std::max<int64_t>(32, std::min<int64_t>(TB, (tiles + 2 * nt - 1) / (2 * nt)));
-    const int64_t blocks = (tiles + TB - 1) / TB, wsz = 16 * Cin * Kout;
-    T* U = detail::thread_arena(detail::ArenaSlot::k3).get_as<T>(static_cast<size_t>(g.G * wsz));
-    for (int64_t gi = 0; gi < g.G; ++gi)
-        winograd_weights<T>(w + gi * g.Kg * g.Cg * 9, g.Kg, g.Cg, grad_x, U + gi * wsz);
-    const int threads = static_cast<int>(std::min<int64_t>(nt, blocks * g.G));
+    const int64_t th = (Hout + m - 1) / m, tw = (Wout + m - 1) / m, tiles = g.N * th * tw;
+    const int64_t TB = winograd_block_tiles<m>(std::max(Cin, Kout), tiles, nt, 1);  // a multiple of nr
+    const int64_t wsz = nal * Cin * Kout;
+    // A panels of U: group gi, position e, depth block pc at Ap + ((gi * nal + e) * kb + pc) * a_blk
+    const int64_t kb = (Cin + ki.kc - 1) / ki.kc, KC = (Cin + kb - 1) / kb;  // even depth blocks
+    const int64_t mp = (Kout + mr - 1) / mr, a_blk = mp * mr * KC;
+    T* U = detail::thread_arena(detail::ArenaSlot::gemm_b).get_as<T>(static_cast<size_t>(wsz));
+    T* Ap = detail::thread_arena(detail::ArenaSlot::k3)
+                .get_as<T>(static_cast<size_t>(g.G * nal * kb * a_blk + detail::kGemmPackSlack));
+    for (int64_t gi = 0; gi < g.G; ++gi) {
+        winograd_weights<m, T>(w + gi * g.Kg * g.Cg * 9, g.Kg, g.Cg, grad_x, U);
+        for (int e = 0; e < nal; ++e)
+            for (int64_t pc = 0; pc < kb; ++pc)
+                ki.pack_a(Kout, std::min(KC, Cin - pc * KC), U + e * Kout * Cin + pc * KC, Cin, 1,
+                          Ap + ((gi * nal + e) * kb + pc) * a_blk);
+    }
+    // Threads take equal shares of the 16-tile panels of all groups (11 blocks on 2 threads would leave one
+    // idle for a block), cut into blocks of at most TB tiles.
+    const int64_t panels = (tiles + 15) / 16, units = g.G * panels;
+    const int threads = static_cast<int>(std::min<int64_t>(nt, units));
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t job = 0; job < blocks * g.G; ++job) {
-        const int64_t gi = job % g.G, t0 = (job / g.G) * TB, t1 = std::min(tiles, t0 + TB), nb = t1 - t0;
-        T* V = detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(16 * Cin * TB));
-        T* M = detail::thread_arena(detail::ArenaSlot::k1).get_as<T>(static_cast<size_t>(16 * Kout * TB));
-        T* scratch = detail::thread_arena(detail::ArenaSlot::k2).get_as<T>(static_cast<size_t>(2 * (tw + 1)));
-        LF_DISPATCH(winograd_input_tiles<T>, in + gi * Cin * Hin * Win, in_img, Cin, Hin, Win, pt, pl, th, tw, t0, t1,
-                    V, TB, scratch);
-        const T* Ug = U + gi * wsz;
-        for (int e = 0; e < 16; ++e)
-            gemm_strided<T>(Kout, nb, Cin, T(1), Ug + e * Kout * Cin, Cin, 1, V + e * Cin * TB, TB, 1, T(0),
-                            M + e * Kout * TB, TB, 1, 1);
-        LF_DISPATCH(winograd_output_tiles<T>, M, TB, Kout, Hout, Wout, th, tw, t0, t1, b ? b + gi * Kout : nullptr,
-                    out + gi * Kout * Hout * Wout, out_img);
+    for (int tid = 0; tid < threads; ++tid) {
+        T* V = detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(nal * Cin * TB));
+        T* M = detail::thread_arena(detail::ArenaSlot::k1).get_as<T>(static_cast<size_t>(nal * Kout * TB));
+        T* scratch =
+            detail::thread_arena(detail::ArenaSlot::k2).get_as<T>(static_cast<size_t>(al * (m * tw + 2)));
+        const int64_t u1 = units * (tid + 1) / threads;
+        for (int64_t u = units * tid / threads; u < u1;) {
+            const int64_t gi = u / panels, p0 = u % panels, p1 = std::min({p0 + TB / 16, panels, p0 + (u1 - u)});
+            u += p1 - p0;
+            const int64_t t0 = p0 * 16, t1 = std::min(tiles, p1 * 16), nb = t1 - t0;
+            const int64_t nbr = (nb + nr - 1) / nr * nr;  // the columns the kernel reads and writes
+            const int64_t ld = nal * TB;                    // rows of V[e] and M[e]
+            LF_DISPATCH(winograd_input_tiles<T>, m, in + gi * Cin * Hin * Win, in_img, Cin, Hin, Win, pt, pl, th, tw,
+                        t0, t1, V, TB, scratch);
+            if (nbr > nb)  // a partial last panel reads zeros past the block's tiles
+                for (int64_t r = 0; r < nal * Cin; ++r) std::fill(V + r * TB + nb, V + r * TB + nbr, T(0));
+            alignas(64) T tile[16 * 32];  // MR x NR <= 16 x 32 on every path
+            for (int e = 0; e < nal; ++e)
+                for (int64_t pc = 0; pc < kb; ++pc) {
+                    const int64_t kc = std::min(KC, Cin - pc * KC);
+                    const T beta = pc == 0 ? T(0) : T(1);
+                    const T* A = Ap + ((gi * nal + e) * kb + pc) * a_blk;
+                    const T* B = V + (pc * KC * nal + e) * TB;  // row p at + p * nal * TB
+                    T* C = M + e * TB;                          // row k at + k * nal * TB
+                    for (int64_t j0 = 0; j0 < nbr; j0 += nr)  // a B panel serves every A panel (in L1)
+                        for (int64_t a = 0; a < mp; ++a) {
+                            const int rows = static_cast<int>(std::min(mr, Kout - a * mr));
+                            T* c = C + a * mr * ld + j0;
+                            if (rows == mr || ki.ukernel_rows) {
+                                detail::gemm_tile_rows(ki, rows, kc, A + a * mr * kc, B + j0, ld, c, ld, T(1), beta);
+                                continue;
+                            }
+                            ki.ukernel(kc, A + a * mr * kc, B + j0, ld, tile, nr, 1, T(1), T(0));
+                            for (int i = 0; i < rows; ++i)
+                                for (int64_t j = 0; j < nr; ++j)
+                                    c[i * ld + j] = pc == 0 ? tile[i * nr + j] : tile[i * nr + j] + c[i * ld + j];
+                        }
+                }
+            LF_DISPATCH(winograd_output_tiles<T>, m, M, TB, Kout, Hout, Wout, th, tw, t0, t1,
+                        b ? b + gi * Kout : nullptr, out + gi * Kout * Hout * Wout, out_img);
+        }
     }
 }
 
-// grad_weight by Winograd F(2x2, 3x3). With Y = A^T [U o V] A per tile (U = G g G^T, V = B^T d B), the
-// gradient of g is G^T [sum over tiles of (A dY A^T) o V] G: per block of TB output tiles the input transform
-// of the forward (V: 16, Cin, TB) and the transform of grad_out (Z: 16, Kout, TB), then 16 GEMMs
-// M[e] (Kout x Cin) += Z[e] (Kout x TB) @ V[e]^T, the reduction over tiles (2.25x fewer multiplies than
-// im2col's GEMM of depth N*P*Q). Each thread sums a fixed, contiguous range of blocks into its own M; the
-// threads' M are added in thread order (deterministic for a given thread count), then gw = G^T M G.
-template <typename T>
+// grad_weight by Winograd F(m x m, 3x3). With Y = A^T [U o V] A per tile (U = G g G^T, V = B^T d B), the
+// gradient of g is G^T [sum over tiles of (A dY A^T) o V] G: per block of TB output tiles the input
+// transform of the forward (V: al^2, Cin, TB) and the transform of grad_out (Z: al^2, Kout, TB), then al^2
+// GEMMs M[e] (Kout x Cin) += Z[e] (Kout x TB) @ V[e]^T, the reduction over tiles (2.25x / 4x fewer
+// multiplies than im2col's GEMM of depth N*P*Q). Each thread sums a fixed, contiguous range of blocks into
+// its own M; the threads' M are added in thread order (deterministic for a given thread count), then
+// gw = G^T M G.
+template <int m, typename T>
 void winograd_grad_weight(const ConvGeo& g, const T* go, const T* x, T* gw, int nt) {
+    constexpr int al = m + 2, nal = al * al;
+    const auto& G = winograd_g<m>();
     const int64_t Cin = g.Cg, Kout = g.Kg;
-    const int64_t th = (g.P + 1) / 2, tw = (g.Q + 1) / 2, tiles = g.N * th * tw;
-    int64_t TB = 128 * 64 / std::max<int64_t>(64, std::max(Cin, Kout));
-    TB = std::max<int64_t>(32, std::min<int64_t>(TB, (tiles + nt - 1) / nt));
-    const int64_t blocks = (tiles + TB - 1) / TB, jobs = blocks * g.G, wsz = 16 * Kout * Cin;
+    const int64_t th = (g.P + m - 1) / m, tw = (g.Q + m - 1) / m, tiles = g.N * th * tw;
+    // Each block's products reduce over its TB tiles into M (al^2 x Kout x Cin a thread, past L2 at 128
+    // channels), so blocks are deep: 128-256 tiles, V and Z (al^2 x channels x TB) within ~8 MiB.
+    const int64_t tb_mem = (8 << 20) / (nal * (Cin + Kout) * static_cast<int64_t>(sizeof(T)));
+    const int64_t TB = std::max<int64_t>(16, std::min<int64_t>({256, tb_mem, (tiles + nt - 1) / nt}) / 16 * 16);
+    const int64_t blocks = (tiles + TB - 1) / TB, jobs = blocks * g.G, wsz = nal * Kout * Cin;
     const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, jobs)));
     T* Msum = detail::thread_arena(detail::ArenaSlot::k3).get_as<T>(static_cast<size_t>(threads * g.G * wsz));
     std::fill(Msum, Msum + threads * g.G * wsz, T(0));
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int t = 0; t < threads; ++t) {
-        T* V = detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(16 * Cin * TB));
-        T* Z = detail::thread_arena(detail::ArenaSlot::k1).get_as<T>(static_cast<size_t>(16 * Kout * TB));
-        T* scratch = detail::thread_arena(detail::ArenaSlot::k2).get_as<T>(static_cast<size_t>(4 * (tw + 1)));
+        T* V = detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(nal * Cin * TB));
+        T* Z = detail::thread_arena(detail::ArenaSlot::k1).get_as<T>(static_cast<size_t>(nal * Kout * TB));
+        T* scratch =
+            detail::thread_arena(detail::ArenaSlot::k2).get_as<T>(static_cast<size_t>(al * (m * tw + 2)));
         for (int64_t job = jobs * t / threads; job < jobs * (t + 1) / threads; ++job) {
             const int64_t gi = job % g.G, t0 = (job / g.G) * TB, t1 = std::min(tiles, t0 + TB), nb = t1 - t0;
-            LF_DISPATCH(winograd_input_tiles<T>, x + gi * Cin * g.H * g.W, g.C * g.H * g.W, Cin, g.H, g.W, g.pt, g.pl,
-                        th, tw, t0, t1, V, TB, scratch);
-            LF_DISPATCH(winograd_grad_out_tiles<T>, go + gi * Kout * g.P * g.Q, g.K * g.P * g.Q, Kout, g.P, g.Q, th,
-                        tw, t0, t1, Z, TB, scratch);
+            LF_DISPATCH(winograd_input_tiles<T>, m, x + gi * Cin * g.H * g.W, g.C * g.H * g.W, Cin, g.H, g.W, g.pt,
+                        g.pl, th, tw, t0, t1, V, TB, scratch);
+            LF_DISPATCH(winograd_grad_out_tiles<T>, m, go + gi * Kout * g.P * g.Q, g.K * g.P * g.Q, Kout, g.P, g.Q,
+                        th, tw, t0, t1, Z, TB, scratch);
             T* M = Msum + (t * g.G + gi) * wsz;
-            for (int e = 0; e < 16; ++e)  // M[e] += Z[e] @ V[e]^T
-                gemm_strided<T>(Kout, Cin, nb, T(1), Z + e * Kout * TB, TB, 1, V + e * Cin * TB, 1, TB, T(1),
+            for (int e = 0; e < nal; ++e)  // M[e] += Z[e] @ V[e]^T
+                gemm_strided<T>(Kout, Cin, nb, T(1), Z + e * TB, nal * TB, 1, V + e * TB, 1, nal * TB, T(1),
                                 M + e * Kout * Cin, Cin, 1, 1);
         }
     }
-    const int64_t pairs = Kout * Cin;  // (output, input) channel pairs of a group
-    for (int64_t gi = 0; gi < g.G; ++gi)
-        for (int64_t pr = 0; pr < pairs; ++pr) {
-            T m[16];
-            for (int e = 0; e < 16; ++e) {
-                T acc = Msum[gi * wsz + e * pairs + pr];
-                for (int t = 1; t < threads; ++t) acc += Msum[(t * g.G + gi) * wsz + e * pairs + pr];
-                m[e] = acc;
+    // gw = G^T M G per (output, input) channel pair, as passes over the pair index pr (vectorised), pairs
+    // split over the threads: the threads' M added in thread order, r = G^T M (3 x al), then r G (3 x 3).
+    const int64_t pairs = Kout * Cin;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        int tid = 0, nth = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nth = omp_get_num_threads();
+#endif
+        const int64_t p0 = pairs * tid / nth, p1 = pairs * (tid + 1) / nth, np = p1 - p0;
+        T* r = detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(3 * al * np + 9 * np));
+        T* y = r + 3 * al * np;
+        for (int64_t gi = 0; gi < g.G; ++gi) {
+            T* M0 = Msum + gi * wsz;
+            for (int t = 1; t < threads; ++t) {
+                const T* Mt = Msum + (t * g.G + gi) * wsz;
+                for (int e = 0; e < nal; ++e)
+                    for (int64_t pr = p0; pr < p1; ++pr) M0[e * pairs + pr] += Mt[e * pairs + pr];
             }
-            // G^T m G, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]: over the rows, then over the columns
-            T r[3][4];
-            for (int b = 0; b < 4; ++b) {
-                r[0][b] = m[b] + T(0.5) * (m[4 + b] + m[8 + b]);
-                r[1][b] = T(0.5) * (m[4 + b] - m[8 + b]);
-                r[2][b] = T(0.5) * (m[4 + b] + m[8 + b]) + m[12 + b];
-            }
-            T* dst = gw + (gi * pairs + pr) * 9;
-            for (int a = 0; a < 3; ++a) {
-                dst[3 * a + 0] = r[a][0] + T(0.5) * (r[a][1] + r[a][2]);
-                dst[3 * a + 1] = T(0.5) * (r[a][1] - r[a][2]);
-                dst[3 * a + 2] = T(0.5) * (r[a][1] + r[a][2]) + r[a][3];
-            }
+            for (int i = 0; i < 3; ++i)
+                for (int b = 0; b < al; ++b) {
+                    T* dst = r + (i * al + b) * np;
+                    std::fill(dst, dst + np, T(0));
+                    for (int a = 0; a < al; ++a) {
+                        const T c = static_cast<T>(G[a][i]);
+                        if (c == T(0)) continue;
+                        const T* src = M0 + (a * al + b) * pairs + p0;
+                        for (int64_t q = 0; q < np; ++q) dst[q] += c * src[q];
+                    }
+                }
+            for (int i = 0; i < 3; ++i)
+                for (int j = 0; j < 3; ++j) {
+                    T* dst = y + (3 * i + j) * np;
+                    std::fill(dst, dst + np, T(0));
+                    for (int b = 0; b < al; ++b) {
+                        const T c = static_cast<T>(G[b][j]);
+                        if (c == T(0)) continue;
+                        const T* src = r + (i * al + b) * np;
+                        for (int64_t q = 0; q < np; ++q) dst[q] += c * src[q];
+                    }
+                }
+            T* out = gw + (gi * pairs + p0) * 9;
+            for (int64_t q = 0; q < np; ++q)
+                for (int ij = 0; ij < 9; ++ij) out[q * 9 + ij] = y[ij * np + q];
         }
+    }
 }
 
 // ---- Register-blocked direct convolution (convpool_kernels.inc: conv_blocked_fwd) ----------------------
@@ -549,8 +671,11 @@ template <typename T>
 void forward_impl(const ConvGeo& g, const T* x, const T* w, const T* b, T* out) {
     const int nt = get_num_threads();
     const Algo algo = choose(g, std::is_same_v<T, float>);
-    if (algo == Algo::winograd) {
-        winograd_conv<T>(g, x, w, b, out, false, nt);
+    if (algo == Algo::winograd || algo == Algo::winograd4) {
+        if (algo == Algo::winograd4)
+            winograd_conv<4, T>(g, x, w, b, out, false, nt);
+        else
+            winograd_conv<2, T>(g, x, w, b, out, false, nt);
         return;
     }
     if constexpr (std::is_same_v<T, float>) {
@@ -659,17 +784,23 @@ template <typename T>
 void backward_impl(const ConvGeo& g, const T* go, const T* x, const T* w, T* gx, T* gw, T* gb) {
     const int nt = get_num_threads();
     Algo algo = choose(g, std::is_same_v<T, float>);
-    if (algo == Algo::winograd || algo == Algo::blocked || algo == Algo::im2col) {
+    if (algo == Algo::winograd || algo == Algo::winograd4 || algo == Algo::blocked || algo == Algo::im2col) {
         // grad_weight by Winograd where the forward's shape takes it; grad_x by Winograd or the blocked kernel
         // where that wins on grad_x's own shape (forced: the forward's choice); the rest by im2col below
         constexpr bool f32 = std::is_same_v<T, float>;
         const bool forced = forced_algo() != nullptr;
-        if (gw && winograd_wins(g, f32, g.Q)) {
-            winograd_grad_weight<T>(g, go, x, gw, nt);
+        if (const int m = gw ? winograd_wins(g, f32, g.P, g.Q) : 0) {
+            if (m == 4)
+                winograd_grad_weight<4, T>(g, go, x, gw, nt);
+            else
+                winograd_grad_weight<2, T>(g, go, x, gw, nt);
             gw = nullptr;
         }
-        if (gx && winograd_wins(g, f32, g.W)) {
-            winograd_conv<T>(g, go, w, nullptr, gx, true, nt);
+        if (const int m = gx ? winograd_wins(g, f32, g.H, g.W) : 0) {
+            if (m == 4)
+                winograd_conv<4, T>(g, go, w, nullptr, gx, true, nt);
+            else
+                winograd_conv<2, T>(g, go, w, nullptr, gx, true, nt);
             gx = nullptr;
         } else if constexpr (f32) {
             if (gx && !g.nhwc && (forced ? algo == Algo::blocked : blocked_wins(g, f32, true))) {

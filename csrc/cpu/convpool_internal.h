@@ -57,24 +57,30 @@ inline int64_t blocked_scratch_size(const ConvGeo& g) {
     /* register-blocked direct conv (conv.cpp packs wp; scratch: nt * blocked_scratch_size) */      \
     void conv_blocked_fwd(const ConvGeo& g, const float* x, const float* wp, const float* b, float* out, \
                           float* scratch, int nt);                                                   \
-    /* Winograd F(2x2, 3x3) transforms (conv.cpp runs the GEMMs). Tiles are numbered t = (n*th + i)*tw */ \
-    /* + j over N images x th x tw tiles of 2x2 outputs; [t0, t1) is a block of them.                */ \
-    /* input: x (N images at x_img apart, Cin planes H x W) -> V (16, Cin, ldv), column t - t0: B^T d B  */ \
-    /* of the 4x4 patch at rows 2i - pt, cols 2j - pl (zero outside). scratch: 2 * (tw + 1).         */ \
+    /* Winograd F(m x m, 3x3) transforms, m = 2 or 4, al = m + 2 (conv.cpp runs the GEMMs).     */    \
+    /* Tiles are numbered t = (n*th + i)*tw + j over N images x th x tw tiles of m x m          */    \
+    /* outputs; [t0, t1) is a block of them.                                                    */    \
+    /* input: x (N images at x_img apart, Cin planes H x W) -> V (Cin, al^2, ldv), column       */    \
+    /* t - t0: B^T d B of the al x al patch at rows m*i - pt, cols m*j - pl (zero outside).     */    \
+    /* scratch: al * (m * tw + 2).                                                             */    \
     template <typename T>                                                                             \
-    void winograd_input_tiles(const T* x, int64_t x_img, int64_t Cin, int64_t H, int64_t W, int64_t pt,   \
-                              int64_t pl, int64_t th, int64_t tw, int64_t t0, int64_t t1, T* V, int64_t ldv, \
-                              T* scratch);                                                            \
-    /* grad_weight: go (N images at go_img apart, Kout planes P x Q) -> Z (16, Kout, ldz), column      */ \
-    /* t - t0: A dY A^T of the tile's 2x2 output gradients (zero outside). scratch: 4 * tw.           */ \
+    void winograd_input_tiles(int m, const T* x, int64_t x_img, int64_t Cin, int64_t H, int64_t W,    \
+                              int64_t pt, int64_t pl, int64_t th, int64_t tw, int64_t t0, int64_t t1, \
+                              T* V, int64_t ldv, T* scratch);                                         \
+    /* grad_weight: go (N images at go_img apart, Kout planes P x Q) -> Z (Kout, al^2, ldz),    */    \
+    /* column t - t0: A dY A^T of the tile's m x m output gradients (zero outside).             */    \
+    /* scratch: m * tw.                                                                         */    \
     template <typename T>                                                                             \
-    void winograd_grad_out_tiles(const T* go, int64_t go_img, int64_t Kout, int64_t P, int64_t Q, int64_t th, \
-                                 int64_t tw, int64_t t0, int64_t t1, T* Z, int64_t ldz, T* scratch);   \
-    /* output: M (16, Kout, ldm) -> out (N images at out_img apart, Kout planes P x Q): A^T m A (+ bias) */ \
-    /* written (=) to the tile's 2x2 outputs inside the plane. M is overwritten (planes 0..3).        */ \
+    void winograd_grad_out_tiles(int m, const T* go, int64_t go_img, int64_t Kout, int64_t P,         \
+                                 int64_t Q, int64_t th, int64_t tw, int64_t t0, int64_t t1, T* Z,     \
+                                 int64_t ldz, T* scratch);                                            \
+    /* output: M (Kout, al^2, ldm) -> out (N images at out_img apart, Kout planes P x Q):       */    \
+    /* A^T m A (+ bias) written (=) to the tile's m x m outputs inside the plane. M is          */    \
+    /* overwritten.                                                                             */    \
     template <typename T>                                                                             \
-    void winograd_output_tiles(T* M, int64_t ldm, int64_t Kout, int64_t P, int64_t Q, int64_t th,          \
-                               int64_t tw, int64_t t0, int64_t t1, const T* bias, T* out, int64_t out_img); \
+    void winograd_output_tiles(int m, T* M, int64_t ldm, int64_t Kout, int64_t P, int64_t Q,          \
+                               int64_t th, int64_t tw, int64_t t0, int64_t t1, const T* bias, T* out, \
+                               int64_t out_img);                                                      \
     template <typename T>                                                                             \
     void maxpool_fwd(const PoolGeo& g, const T* x, T* out, int64_t* idx, int nt);                     \
     /* returns false when an index was out of range (that element is skipped) */                     \
