@@ -279,6 +279,26 @@ def test_winograd_f4x4_float32_accuracy(rng):
         assert np.abs(got - ref).max() < 5e-6 * np.abs(ref).max()
 
 
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_inf_and_nan_as_direct_sums(monkeypatch, rng, tile):
+    # the transforms take differences of inputs (inf - inf = NaN where a direct sum keeps +-inf): a pass
+    # that writes a NaN is redone by im2col, so non-finite values land where im2col (and torch) put them
+    x = rng.standard_normal((2, 16, 18, 18)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    x[0, 3, 5, 7], x[1, 2, 4, 4], x[1, 5, 0, 17] = np.inf, -np.inf, np.nan
+    go = rng.standard_normal((2, 16, 18, 18)).astype(np.float32)
+    go[0, 1, 2, 3] = np.inf
+    monkeypatch.setenv("LAYERFORGE_CONV_ALGO", "im2col")
+    expected = (ops.conv2d(x, w, padding=1),) + ops.conv2d_backward(go, x, w, padding=1, bias=False)[:2]
+    monkeypatch.setenv("LAYERFORGE_CONV_ALGO", {2: "winograd", 4: "winograd4"}[tile])
+    got = (ops.conv2d(x, w, padding=1),) + ops.conv2d_backward(go, x, w, padding=1, bias=False)[:2]
+    for a, e in zip(got, expected):
+        assert np.array_equal(np.isnan(a), np.isnan(e)) and np.array_equal(np.isposinf(a), np.isposinf(e))
+        assert not np.isfinite(e).all()
+        finite = np.isfinite(e)
+        assert np.allclose(a[finite], e[finite], rtol=1e-4, atol=1e-4)
+
+
 def test_winograd_strided_views_and_threads(threads, rng):
     base = rng.standard_normal((2, 40, 19, 18)).astype(np.float32)
     x = base[:, ::2]  # (2, 20, 19, 18), channel stride 2 planes

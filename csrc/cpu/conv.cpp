@@ -292,6 +292,9 @@ const T* transpose_weight_rsk(const ConvGeo& g, const T* w) {
     return wt;
 }
 
+// winograd_fallback: the transforms take differences of inputs, so a +-inf input becomes inf - inf = NaN in
+// outputs where a direct sum gives +-inf. The output transform notes any NaN it writes; the pass is then
+// redone by im2col, which gives NaN and +-inf where torch does (a NaN input costs the pass twice).
 // ---- Winograd F(m x m, 3x3), NCHW: m = 2 or 4, al = m + 2 ----------------------------------------------
 // U (al^2, Kout, Cin) = G g G^T per (output, input) channel pair (G: al x 3, convpool_kernels.inc), computed in
 // double. Forward: g = weight[k, c] (Kout = K, Cin = C per group). grad_x: the transposed convolution is a
@@ -363,9 +366,10 @@ int64_t winograd_block_tiles(int64_t channels, int64_t tiles, int nt, int per_th
 // al^2 products M[e] (Kout x TB) = U[e] (Kout x Cin) @ V[e], output transform. U is packed into the
 // micro-kernel's A panels once per call and the kernel reads V's rows in place as its B panels (no
 // per-product packing: at 32 channels and 48 tiles a product is only ~100k multiply-adds). Blocks run in
-// parallel; each writes its own tiles' outputs, so no reduction and no races.
+// parallel; each writes its own tiles' outputs, so no reduction and no races. Returns whether an output is
+// NaN (the caller then recomputes by im2col: see winograd_fallback).
 template <int m, typename T>
-void winograd_conv(const ConvGeo& g, const T* in, const T* w, const T* b, T* out, bool grad_x, int nt) {
+bool winograd_conv(const ConvGeo& g, const T* in, const T* w, const T* b, T* out, bool grad_x, int nt) {
     constexpr int al = m + 2, nal = al * al;
     const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
     const int64_t mr = ki.mr, nr = ki.nr;
@@ -394,7 +398,8 @@ void winograd_conv(const ConvGeo& g, const T* in, const T* w, const T* b, T* out
     // idle for a block), cut into blocks of at most TB tiles.
     const int64_t panels = (tiles + 15) / 16, units = g.G * panels;
     const int threads = static_cast<int>(std::min<int64_t>(nt, units));
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    bool nan = false;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(|| : nan) if (threads > 1)
     for (int tid = 0; tid < threads; ++tid) {
         T* V = detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(nal * Cin * TB));
         T* M = detail::thread_arena(detail::ArenaSlot::k1).get_as<T>(static_cast<size_t>(nal * Kout * TB));
@@ -433,10 +438,11 @@ void winograd_conv(const ConvGeo& g, const T* in, const T* w, const T* b, T* out
                                     c[i * ld + j] = pc == 0 ? tile[i * nr + j] : tile[i * nr + j] + c[i * ld + j];
                         }
                 }
-            LF_DISPATCH(winograd_output_tiles<T>, m, M, TB, Kout, Hout, Wout, th, tw, t0, t1,
-                        b ? b + gi * Kout : nullptr, out + gi * Kout * Hout * Wout, out_img);
+            nan = LF_DISPATCH(winograd_output_tiles<T>, m, M, TB, Kout, Hout, Wout, th, tw, t0, t1,
+                              b ? b + gi * Kout : nullptr, out + gi * Kout * Hout * Wout, out_img) || nan;
         }
     }
+    return nan;
 }
 
 // grad_weight by Winograd F(m x m, 3x3). With Y = A^T [U o V] A per tile (U = G g G^T, V = B^T d B), the
@@ -445,9 +451,9 @@ void winograd_conv(const ConvGeo& g, const T* in, const T* w, const T* b, T* out
 // GEMMs M[e] (Kout x Cin) += Z[e] (Kout x TB) @ V[e]^T, the reduction over tiles (2.25x / 4x fewer
 // multiplies than im2col's GEMM of depth N*P*Q). Each thread sums a fixed, contiguous range of blocks into
 // its own M; the threads' M are added in thread order (deterministic for a given thread count), then
-// gw = G^T M G.
+// gw = G^T M G. Returns whether a gradient is NaN (as winograd_conv).
 template <int m, typename T>
-void winograd_grad_weight(const ConvGeo& g, const T* go, const T* x, T* gw, int nt) {
+bool winograd_grad_weight(const ConvGeo& g, const T* go, const T* x, T* gw, int nt) {
     constexpr int al = m + 2, nal = al * al;
     const auto& G = winograd_g<m>();
     const int64_t Cin = g.Cg, Kout = g.Kg;
@@ -481,7 +487,8 @@ void winograd_grad_weight(const ConvGeo& g, const T* go, const T* x, T* gw, int 
     // gw = G^T M G per (output, input) channel pair, as passes over the pair index pr (vectorised), pairs
     // split over the threads: the threads' M added in thread order, r = G^T M (3 x al), then r G (3 x 3).
     const int64_t pairs = Kout * Cin;
-#pragma omp parallel num_threads(threads) if (threads > 1)
+    bool nan = false;
+#pragma omp parallel num_threads(threads) reduction(|| : nan) if (threads > 1)
     {
         int tid = 0, nth = 1;
 #ifdef _OPENMP
@@ -522,9 +529,14 @@ void winograd_grad_weight(const ConvGeo& g, const T* go, const T* x, T* gw, int 
                 }
             T* out = gw + (gi * pairs + p0) * 9;
             for (int64_t q = 0; q < np; ++q)
-                for (int ij = 0; ij < 9; ++ij) out[q * 9 + ij] = y[ij * np + q];
+                for (int ij = 0; ij < 9; ++ij) {
+                    const T v = y[ij * np + q];
+                    out[q * 9 + ij] = v;
+                    nan = nan || v != v;
+                }
         }
     }
+    return nan;
 }
 
 // ---- Register-blocked direct convolution (convpool_kernels.inc: conv_blocked_fwd) ----------------------
@@ -670,13 +682,12 @@ void conv1x1_nchw_batch(const ConvGeo& g, const T* in, const T* w, const T* b, T
 template <typename T>
 void forward_impl(const ConvGeo& g, const T* x, const T* w, const T* b, T* out) {
     const int nt = get_num_threads();
-    const Algo algo = choose(g, std::is_same_v<T, float>);
+    Algo algo = choose(g, std::is_same_v<T, float>);
     if (algo == Algo::winograd || algo == Algo::winograd4) {
-        if (algo == Algo::winograd4)
-            winograd_conv<4, T>(g, x, w, b, out, false, nt);
-        else
-            winograd_conv<2, T>(g, x, w, b, out, false, nt);
-        return;
+        const bool nan = algo == Algo::winograd4 ? winograd_conv<4, T>(g, x, w, b, out, false, nt)
+                                                 : winograd_conv<2, T>(g, x, w, b, out, false, nt);
+        if (!nan) return;
+        algo = Algo::im2col;  // see winograd_fallback
     }
     if constexpr (std::is_same_v<T, float>) {
         if (algo == Algo::blocked) {
@@ -789,19 +800,16 @@ void backward_impl(const ConvGeo& g, const T* go, const T* x, const T* w, T* gx,
         // where that wins on grad_x's own shape (forced: the forward's choice); the rest by im2col below
         constexpr bool f32 = std::is_same_v<T, float>;
         const bool forced = forced_algo() != nullptr;
+        // (a NaN out of Winograd leaves that gradient to im2col: see winograd_fallback)
         if (const int m = gw ? winograd_wins(g, f32, g.P, g.Q) : 0) {
-            if (m == 4)
-                winograd_grad_weight<4, T>(g, go, x, gw, nt);
-            else
-                winograd_grad_weight<2, T>(g, go, x, gw, nt);
-            gw = nullptr;
+            const bool nan = m == 4 ? winograd_grad_weight<4, T>(g, go, x, gw, nt)
+                                    : winograd_grad_weight<2, T>(g, go, x, gw, nt);
+            if (!nan) gw = nullptr;
         }
         if (const int m = gx ? winograd_wins(g, f32, g.H, g.W) : 0) {
-            if (m == 4)
-                winograd_conv<4, T>(g, go, w, nullptr, gx, true, nt);
-            else
-                winograd_conv<2, T>(g, go, w, nullptr, gx, true, nt);
-            gx = nullptr;
+            const bool nan = m == 4 ? winograd_conv<4, T>(g, go, w, nullptr, gx, true, nt)
+                                    : winograd_conv<2, T>(g, go, w, nullptr, gx, true, nt);
+            if (!nan) gx = nullptr;
         } else if constexpr (f32) {
             if (gx && !g.nhwc && (forced ? algo == Algo::blocked : blocked_wins(g, f32, true))) {
                 blocked_conv(g, go, w, nullptr, gx, true, nt);

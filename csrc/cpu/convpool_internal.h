@@ -76,9 +76,9 @@ inline int64_t blocked_scratch_size(const ConvGeo& g) {
                                  int64_t ldz, T* scratch);                                            \
     /* output: M (Kout, al^2, ldm) -> out (N images at out_img apart, Kout planes P x Q):       */    \
     /* A^T m A (+ bias) written (=) to the tile's m x m outputs inside the plane. M is          */    \
-    /* overwritten.                                                                             */    \
+    /* overwritten. Returns whether it wrote a NaN.                                             */    \
     template <typename T>                                                                             \
-    void winograd_output_tiles(int m, T* M, int64_t ldm, int64_t Kout, int64_t P, int64_t Q,          \
+    bool winograd_output_tiles(int m, T* M, int64_t ldm, int64_t Kout, int64_t P, int64_t Q,          \
                                int64_t th, int64_t tw, int64_t t0, int64_t t1, const T* bias, T* out, \
                                int64_t out_img);                                                      \
     template <typename T>                                                                             \
