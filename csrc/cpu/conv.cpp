@@ -41,13 +41,11 @@ const char* algo_name(Algo a) {
 // The algorithm per shape. C/groups == 1 with groups > 1 (depthwise, channel multipliers): direct loops
 // (a GEMM per group would have one row). C == 1 (the first layer) goes to im2col + GEMM: measured here,
 // the packed GEMM with depth R*S = 9 runs ~5x faster than the direct loops over 26-wide rows. 3x3,
-// stride 1, undilated, NCHW float32: Winograd F(2x2, 3x3) (16 GEMMs of depth C instead of one of depth 9C,
-// 2.25x fewer multiplies) where it measured faster than im2col: >= 16 channels in and out per group and
-// output rows of >= 16 (8 tiles). At 64x56x56 -> 64 it took forward and grad_x from ~34 to ~22 ms; at
-// the tutorial's 32x13x13 -> 64 (6 tiles a row) it ties with im2col forward and loses on grad_x: the
-// gathers and scatters of short tile rows cost what the GEMMs save. float64 keeps im2col. The tutorial's
-// layer goes to the register-blocked direct kernel instead (blocked_wins below).
-// LAYERFORGE_CONV_ALGO=direct|im2col|winograd|blocked forces a path where it applies (tests, comparisons).
+// stride 1, undilated, NCHW float32 with >= 16 channels in and out per group: Winograd F(4x4, 3x3) or
+// F(2x2, 3x3) (winograd_wins below). Small planes that Winograd skips go to the register-blocked direct
+// kernel (blocked_wins below). float64 keeps im2col.
+// LAYERFORGE_CONV_ALGO=direct|im2col|winograd|winograd4|blocked forces a path where it applies (tests,
+// comparisons; winograd = F(2x2), winograd4 = F(4x4)).
 bool winograd_applies(const ConvGeo& g) {
     return !g.nhwc && g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
 }
@@ -59,8 +57,8 @@ bool blocked_applies(const ConvGeo& g, bool f32) {
 // The register-blocked direct kernel computes whole 6-column x 16-channel tiles, and grad_x runs it as a
 // convolution of zero-padded grad_out (the padding's zeros are multiplied too): taken where the work it
 // computes is at most 1.3x the useful multiply-adds and >= 8 input channels keep its inner loop long.
-// Measured (2 threads): the tutorial's 32x32x13x13 -> 64 forward 2.4 ms vs 3.1 ms im2col; its grad_x
-// (13x13 from 11x11 with padding 2: 1.9x the work) 4.2 ms vs 3.1 ms, so that one stays on im2col.
+// Measured (2 threads): the tutorial's 32x32x13x13 -> 64 forward 2.4 ms vs 3.1 ms im2col (Winograd F(4x4)
+// now takes it: 1.6 ms); its grad_x (13x13 from 11x11 with padding 2: 1.9x the work) 4.2 ms vs 3.1 ms.
 // NHWC (forward only) also with few input channels, where im2col copies one value per tap and row of the
 // column matrix: the first layer, 32x28x28x1 -> 32, took 0.85-0.93 ms on im2col and 0.48-0.53 ms here
 // (2 threads; torch channels_last 0.57-0.64 ms); 32x13x13x32 -> 64 ties (2.5-2.8 vs 2.7 ms). NCHW with

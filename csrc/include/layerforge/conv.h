@@ -14,15 +14,18 @@
 //                  ~5x faster on im2col + GEMM with depth R*S than on these loops, so it goes there.)
 //  * "gemm_1x1"    1x1 kernel, stride 1, no padding: the image *is* the GEMM operand (no im2col); the
 //                  whole batch runs as one GEMM (NCHW: the images' pixels back to back as its columns).
-//  * "winograd_f2x2_3x3" NCHW float32, 3x3, stride 1, undilated, >= 16 channels in and out per group,
-//                  output rows >= 16 wide: Winograd F(2x2, 3x3) — blocks of 2x2-output tiles, input
-//                  transform B^T d B, 16 GEMMs of depth C/groups, output transform A^T m A — 2.25x fewer
-//                  multiplies; on shorter rows the transforms' gathers cost what the GEMMs save.
+//  * "winograd_f4x4_3x3" / "winograd_f2x2_3x3" NCHW float32, 3x3, stride 1, undilated, >= 16 channels in
+//                  and out per group: Winograd — blocks of m x m-output tiles, input transform B^T d B,
+//                  (m+2)^2 GEMMs of depth C/groups, output transform A^T m A. F(4x4) (4x fewer multiplies
+//                  than direct) where its tiles need <= 0.75x F(2x2)'s multiplies and the output is >= 8
+//                  on both sides (11x11 .. 56x56 outputs); else F(2x2) (2.25x fewer) for output rows >= 16.
+//                  float32 error: F(4x4) ~1e-6 of max|y|, F(2x2) ~2e-7 (im2col ~1e-7). A pass that writes
+//                  a NaN (an inf input: inf - inf in the transforms) is redone by im2col.
 //  * "direct_blocked" float32, stride 1, undilated, one group, >= 8 input channels (NHWC forward: any), where whole
 //                  micro-tiles of 6 output columns x 16 output channels waste at most 30% of the work and
 //                  the batch fills the threads: register-blocked direct loops (12 AVX2 accumulators, 6
 //                  broadcast pixels x 2 weight vectors per tap) over a zero-padded copy of each image,
-//                  no im2col or packing (the tutorial's 32x13x13 -> 64 layer).
+//                  no im2col or packing (small planes that Winograd skips, e.g. 8x8 -> 6x6).
 //  * "im2col_gemm" everything else: per image and group, im2col into a per-thread arena buffer, then the
 //                  packed GEMM (gemm.h). Images are spread over threads (GEMM single-threaded) when the
 //                  batch divides evenly, else the GEMM is threaded.
@@ -30,8 +33,8 @@
 // blocked rule above holds for grad_x's own shape, that kernel run as a convolution of grad_out with the
 // flipped, transposed weights); grad_weight = GEMM grad_out @ col^T with the batch reduction split into one fixed chunk of
 // images per thread, each into its own partial buffer, summed in thread order (deterministic for a given
-// thread count), or, where the forward runs Winograd, Winograd's own gradient (16 GEMMs reducing over the
-// transformed tiles, per-thread accumulators summed in thread order).
+// thread count), or, where the Winograd rule holds for the forward's output, Winograd's own gradient
+// ((m+2)^2 GEMMs reducing over the transformed tiles, per-thread accumulators summed in thread order).
 //
 // Outputs are written (=), never accumulated: out, grad_x, grad_weight, grad_bias.
 #pragma once
@@ -59,8 +62,8 @@ void conv2d_forward(const View& x, const View& weight, const View* bias, const V
 void conv2d_backward(const View& grad_out, const View& x, const View& weight, const View* grad_x,
                      const View* grad_weight, const View* grad_bias, const Conv2dParams& p);
 
-// The algorithm conv2d_forward uses for these shapes: "direct", "gemm_1x1", "winograd_f2x2_3x3",
-// "direct_blocked" or "im2col_gemm".
+// The algorithm conv2d_forward uses for these shapes: "direct", "gemm_1x1", "winograd_f4x4_3x3",
+// "winograd_f2x2_3x3", "direct_blocked" or "im2col_gemm".
 std::string conv2d_algorithm(const View& x, const View& weight, const Conv2dParams& p);
 
 // ------------------------------------------------------------------------------------------------ CUDA
