@@ -249,6 +249,7 @@ WINOGRAD_CONFIGS = [
     (5, 16, 13, 13, 17, 0, 1),
     (3, 20, 11, 14, 16, 2, 1),
     (9, 16, 29, 31, 16, 1, 1),
+    (2, 32, 12, 15, 32, 1, 2),
 ]
 
 
@@ -261,6 +262,14 @@ def test_winograd(monkeypatch, cpu_path, rng, dtype, tile):
     monkeypatch.setenv("LAYERFORGE_CONV_ALGO", algo)
     for N, C, H, W, K, pad, groups in WINOGRAD_CONFIGS:
         _run((N, C, H, W, K, 3, 3, 1, pad, 1, groups), dtype, "NCHW", rng)
+    # grad_x with grad_weight (one pass over the forward's tiles), alone, and grad_weight alone agree
+    x = rng.standard_normal((3, 16, 14, 13)).astype(dtype)
+    w = rng.standard_normal((18, 16, 3, 3)).astype(dtype)
+    go = rng.standard_normal((3, 18, 14, 13)).astype(dtype)
+    gx, gw, _ = ops.conv2d_backward(go, x, w, padding=1)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    assert rel_err(ops.conv2d_backward(go, x, w, padding=1, need_grad_weight=False)[0], gx) < tol
+    assert rel_err(ops.conv2d_backward(go, x, w, padding=1, need_grad_x=False)[1], gw) < tol
     x = np.zeros((1, 16, 16, 16), dtype)
     assert ops.conv2d_algorithm(x, np.zeros((16, 16, 3, 3), dtype), padding=1) == f"winograd_f{tile}x{tile}_3x3"
 

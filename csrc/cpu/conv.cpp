@@ -358,6 +358,63 @@ int64_t winograd_block_tiles(int64_t channels, int64_t tiles, int nt, int per_th
     return (std::min(cache, share) + 15) / 16 * 16;
 }
 
+// U = G g G^T of every group (winograd_weights: U[e] R x D, R = Kout, D = Cin of the pass) packed into A
+// panels: rows x depth = R x D, or D x R (transpose: grad_x from the forward's tiles), group gi, position e,
+// depth block pc at Ap + ((gi * nal + e) * kb + pc) * a_blk.
+template <int m, typename T>
+void winograd_pack_u(const ConvGeo& g, const T* w, bool flip, bool transpose, const detail::GemmKernelInfo<T>& ki,
+                     int64_t KC, int64_t kb, int64_t a_blk, T* Ap) {
+    constexpr int nal = (m + 2) * (m + 2);
+    const int64_t R = flip ? g.Cg : g.Kg, D = flip ? g.Kg : g.Cg, rows = transpose ? D : R;
+    const int64_t depth = transpose ? R : D;
+    T* U = detail::thread_arena(detail::ArenaSlot::gemm_b).get_as<T>(static_cast<size_t>(nal * R * D));
+    for (int64_t gi = 0; gi < g.G; ++gi) {
+        winograd_weights<m, T>(w + gi * g.Kg * g.Cg * 9, g.Kg, g.Cg, flip, U);
+        for (int e = 0; e < nal; ++e)
+            for (int64_t pc = 0; pc < kb; ++pc) {
+                const T* Ue = U + e * R * D;
+                T* dst = Ap + ((gi * nal + e) * kb + pc) * a_blk;
+                const int64_t kc = std::min(KC, depth - pc * KC);
+                if (transpose)
+                    ki.pack_a(rows, kc, Ue + pc * KC * D, 1, D, dst);
+                else
+                    ki.pack_a(rows, kc, Ue + pc * KC, D, 1, dst);
+            }
+    }
+}
+
+// The al^2 products of a block: M[e] (rows x nbr) = A[e] (rows x depth) @ B[e] (depth x nbr), e < nal, in the
+// (channels, al^2, TB) layout of V, Z and M: B[e] row p at B + (p * nal + e) * TB, read in place as the
+// micro-kernel's B panels (nbr a multiple of NR); M[e] row r at M + (r * nal + e) * TB. A[e] packed into A
+// panels per depth block pc (KC deep, kb blocks) at Ap + (e * kb + pc) * a_blk.
+template <typename T>
+void winograd_products(const detail::GemmKernelInfo<T>& ki, int nal, int64_t rows, int64_t depth, int64_t KC,
+                       int64_t kb, int64_t a_blk, const T* Ap, const T* B, T* M, int64_t TB, int64_t nbr) {
+    const int64_t mr = ki.mr, nr = ki.nr, mp = (rows + mr - 1) / mr, ld = nal * TB;
+    alignas(64) T tile[16 * 32];  // MR x NR <= 16 x 32 on every path
+    for (int e = 0; e < nal; ++e)
+        for (int64_t pc = 0; pc < kb; ++pc) {
+            const int64_t kc = std::min(KC, depth - pc * KC);
+            const T* A = Ap + (e * kb + pc) * a_blk;
+            const T* Be = B + (pc * KC * nal + e) * TB;
+            T* Me = M + e * TB;
+            for (int64_t j0 = 0; j0 < nbr; j0 += nr)  // a B panel serves every A panel (in L1)
+                for (int64_t a = 0; a < mp; ++a) {
+                    const int r = static_cast<int>(std::min(mr, rows - a * mr));
+                    T* c = Me + a * mr * ld + j0;
+                    if (r == mr || ki.ukernel_rows) {
+                        detail::gemm_tile_rows(ki, r, kc, A + a * mr * kc, Be + j0, ld, c, ld, T(1),
+                                               pc == 0 ? T(0) : T(1));
+                        continue;
+                    }
+                    ki.ukernel(kc, A + a * mr * kc, Be + j0, ld, tile, nr, 1, T(1), T(0));
+                    for (int i = 0; i < r; ++i)
+                        for (int64_t j = 0; j < nr; ++j)
+                            c[i * ld + j] = pc == 0 ? tile[i * nr + j] : tile[i * nr + j] + c[i * ld + j];
+                }
+        }
+}
+
 // Forward: in = x (N, C, H, W) -> out (N, K, P, Q). grad_x: in = grad_out (N, K, P, Q) -> gx (N, C, H, W)
 // with padding 2 - pt, 2 - pl (negative padding is an offset; reads outside the plane are zeros).
 // Tiles of m x m outputs go in blocks of TB; per block and group: input transform -> V (al^2, Cin, TB),
@@ -378,20 +435,12 @@ bool winograd_conv(const ConvGeo& g, const T* in, const T* w, const T* b, T* out
     const int64_t in_img = (grad_x ? g.K : g.C) * Hin * Win, out_img = (grad_x ? g.C : g.K) * Hout * Wout;
     const int64_t th = (Hout + m - 1) / m, tw = (Wout + m - 1) / m, tiles = g.N * th * tw;
     const int64_t TB = winograd_block_tiles<m>(std::max(Cin, Kout), tiles, nt, 1);  // a multiple of nr
-    const int64_t wsz = nal * Cin * Kout;
     // A panels of U: group gi, position e, depth block pc at Ap + ((gi * nal + e) * kb + pc) * a_blk
     const int64_t kb = (Cin + ki.kc - 1) / ki.kc, KC = (Cin + kb - 1) / kb;  // even depth blocks
     const int64_t mp = (Kout + mr - 1) / mr, a_blk = mp * mr * KC;
-    T* U = detail::thread_arena(detail::ArenaSlot::gemm_b).get_as<T>(static_cast<size_t>(wsz));
     T* Ap = detail::thread_arena(detail::ArenaSlot::k3)
                 .get_as<T>(static_cast<size_t>(g.G * nal * kb * a_blk + detail::kGemmPackSlack));
-    for (int64_t gi = 0; gi < g.G; ++gi) {
-        winograd_weights<m, T>(w + gi * g.Kg * g.Cg * 9, g.Kg, g.Cg, grad_x, U);
-        for (int e = 0; e < nal; ++e)
-            for (int64_t pc = 0; pc < kb; ++pc)
-                ki.pack_a(Kout, std::min(KC, Cin - pc * KC), U + e * Kout * Cin + pc * KC, Cin, 1,
-                          Ap + ((gi * nal + e) * kb + pc) * a_blk);
-    }
+    winograd_pack_u<m, T>(g, w, grad_x, false, ki, KC, kb, a_blk, Ap);
     // Threads take equal shares of the 16-tile panels of all groups (11 blocks on 2 threads would leave one
     // idle for a block), cut into blocks of at most TB tiles.
     const int64_t panels = (tiles + 15) / 16, units = g.G * panels;
@@ -409,33 +458,11 @@ bool winograd_conv(const ConvGeo& g, const T* in, const T* w, const T* b, T* out
             u += p1 - p0;
             const int64_t t0 = p0 * 16, t1 = std::min(tiles, p1 * 16), nb = t1 - t0;
             const int64_t nbr = (nb + nr - 1) / nr * nr;  // the columns the kernel reads and writes
-            const int64_t ld = nal * TB;                    // rows of V[e] and M[e]
             LF_DISPATCH(winograd_input_tiles<T>, m, in + gi * Cin * Hin * Win, in_img, Cin, Hin, Win, pt, pl, th, tw,
                         t0, t1, V, TB, scratch);
             if (nbr > nb)  // a partial last panel reads zeros past the block's tiles
                 for (int64_t r = 0; r < nal * Cin; ++r) std::fill(V + r * TB + nb, V + r * TB + nbr, T(0));
-            alignas(64) T tile[16 * 32];  // MR x NR <= 16 x 32 on every path
-            for (int e = 0; e < nal; ++e)
-                for (int64_t pc = 0; pc < kb; ++pc) {
-                    const int64_t kc = std::min(KC, Cin - pc * KC);
-                    const T beta = pc == 0 ? T(0) : T(1);
-                    const T* A = Ap + ((gi * nal + e) * kb + pc) * a_blk;
-                    const T* B = V + (pc * KC * nal + e) * TB;  // row p at + p * nal * TB
-                    T* C = M + e * TB;                          // row k at + k * nal * TB
-                    for (int64_t j0 = 0; j0 < nbr; j0 += nr)  // a B panel serves every A panel (in L1)
-                        for (int64_t a = 0; a < mp; ++a) {
-                            const int rows = static_cast<int>(std::min(mr, Kout - a * mr));
-                            T* c = C + a * mr * ld + j0;
-                            if (rows == mr || ki.ukernel_rows) {
-                                detail::gemm_tile_rows(ki, rows, kc, A + a * mr * kc, B + j0, ld, c, ld, T(1), beta);
-                                continue;
-                            }
-                            ki.ukernel(kc, A + a * mr * kc, B + j0, ld, tile, nr, 1, T(1), T(0));
-                            for (int i = 0; i < rows; ++i)
-                                for (int64_t j = 0; j < nr; ++j)
-                                    c[i * ld + j] = pc == 0 ? tile[i * nr + j] : tile[i * nr + j] + c[i * ld + j];
-                        }
-                }
+            winograd_products(ki, nal, Kout, Cin, KC, kb, a_blk, Ap + gi * nal * kb * a_blk, V, M, TB, nbr);
             nan = LF_DISPATCH(winograd_output_tiles<T>, m, M, TB, Kout, Hout, Wout, th, tw, t0, t1,
                               b ? b + gi * Kout : nullptr, out + gi * Kout * Hout * Wout, out_img) || nan;
         }
@@ -443,45 +470,84 @@ bool winograd_conv(const ConvGeo& g, const T* in, const T* w, const T* b, T* out
     return nan;
 }
 
-// grad_weight by Winograd F(m x m, 3x3). With Y = A^T [U o V] A per tile (U = G g G^T, V = B^T d B), the
-// gradient of g is G^T [sum over tiles of (A dY A^T) o V] G: per block of TB output tiles the input
-// transform of the forward (V: al^2, Cin, TB) and the transform of grad_out (Z: al^2, Kout, TB), then al^2
-// GEMMs M[e] (Kout x Cin) += Z[e] (Kout x TB) @ V[e]^T, the reduction over tiles (2.25x / 4x fewer
-// multiplies than im2col's GEMM of depth N*P*Q). Each thread sums a fixed, contiguous range of blocks into
-// its own M; the threads' M are added in thread order (deterministic for a given thread count), then
-// gw = G^T M G. Returns whether a gradient is NaN (as winograd_conv).
+// grad_weight and/or grad_x by Winograd F(m x m, 3x3), from the tiles of the forward's output. With
+// Y = A^T [U o V] A per tile (U = G g G^T, V = B^T d B) and Z = A dY A^T (the transform of the tile's
+// output gradient, both gradients' operand):
+//  * grad_weight = G^T [sum over tiles of Z o V] G: per block the forward's input transform V and Z, then
+//    al^2 GEMMs M[e] (Kout x Cin) += Z[e] (Kout x TB) @ V[e]^T reducing over the block's tiles (2.25x / 4x
+//    fewer multiplies than im2col's GEMM of depth N*P*Q). Each thread sums a fixed, contiguous range of
+//    tiles into its own M; the threads' M are added in thread order (deterministic for a given thread
+//    count), then gw = G^T M G.
+//  * grad_x = the sum over tiles of B [U^T Z] B^T, each the gradient of the tile's (m + 2)^2 input patch:
+//    al^2 GEMMs D[e] (Cin x TB) = U[e]^T (Cin x Kout) @ Z[e] (U^T packed once, Z read in place), then the
+//    adjoint transform, added into gx (patches overlap by two rows and columns). This runs on the forward's
+//    tiles: the tutorial's 11x11 outputs take 3x3 tiles where grad_x as a convolution of the padded grad_out
+//    takes 4x4 tiles for its 13x13 plane. Threads then own whole images (their planes take the sums), so
+//    it needs N >= threads (the caller checks).
+// Returns whether a gradient is NaN (as winograd_conv).
 template <int m, typename T>
-bool winograd_grad_weight(const ConvGeo& g, const T* go, const T* x, T* gw, int nt) {
+bool winograd_backward(const ConvGeo& g, const T* go, const T* x, const T* w, T* gx, T* gw, int nt) {
     constexpr int al = m + 2, nal = al * al;
     const auto& G = winograd_g<m>();
+    const detail::GemmKernelInfo<T>& ki = detail::gemm_kernel_current<T>();
+    const int64_t mr = ki.mr, nr = ki.nr;
     const int64_t Cin = g.Cg, Kout = g.Kg;
-    const int64_t th = (g.P + m - 1) / m, tw = (g.Q + m - 1) / m, tiles = g.N * th * tw;
-    // Each block's products reduce over its TB tiles into M (al^2 x Kout x Cin a thread, past L2 at 128
-    // channels), so blocks are deep: 128-256 tiles, V and Z (al^2 x channels x TB) within ~8 MiB.
+    const int64_t th = (g.P + m - 1) / m, tw = (g.Q + m - 1) / m, per_img = th * tw, tiles = g.N * per_img;
+    // grad_weight's products reduce over a block's TB tiles into M (al^2 x Kout x Cin a thread, past L2 at
+    // 128 channels), so alone it takes deep blocks: 256 tiles, V and Z (al^2 x channels x TB) within ~8 MiB.
+    // With grad_x, D (like V) is produced and consumed per block: 64 tiles (measured against 48-192: the
+    // tutorial's backward 3.1-3.3 ms for all, ResNet's 25-28 ms, 64 best for both).
     const int64_t tb_mem = (8 << 20) / (nal * (Cin + Kout) * static_cast<int64_t>(sizeof(T)));
-    const int64_t TB = std::max<int64_t>(16, std::min<int64_t>({256, tb_mem, (tiles + nt - 1) / nt}) / 16 * 16);
-    const int64_t blocks = (tiles + TB - 1) / TB, jobs = blocks * g.G, wsz = nal * Kout * Cin;
-    const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, jobs)));
-    T* Msum = detail::thread_arena(detail::ArenaSlot::k3).get_as<T>(static_cast<size_t>(threads * g.G * wsz));
-    std::fill(Msum, Msum + threads * g.G * wsz, T(0));
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    const int64_t TB =
+        std::max<int64_t>(16, std::min<int64_t>({gx ? 64 : 256, tb_mem, (tiles + nt - 1) / nt}) / 16 * 16);
+    const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, gx ? g.N : tiles / 16)));
+    const int64_t wsz = nal * Kout * Cin;
+    // grad_x: U[e]^T (Cin x Kout) as A panels, group gi, position e, depth block pc at
+    // Ap + ((gi * nal + e) * kb + pc) * a_blk; after the threads' M in the same arena
+    const int64_t kb = (Kout + ki.kc - 1) / ki.kc, KC = (Kout + kb - 1) / kb;
+    const int64_t mp = (Cin + mr - 1) / mr, a_blk = mp * mr * KC;
+    const int64_t msz = gw ? threads * g.G * wsz : 0;
+    const int64_t asz = gx ? g.G * nal * kb * a_blk + detail::kGemmPackSlack : 0;
+    T* Msum = detail::thread_arena(detail::ArenaSlot::k3).get_as<T>(static_cast<size_t>(msz + asz));
+    T* Ap = Msum + msz;
+    std::fill(Msum, Msum + msz, T(0));
+    if (gx) winograd_pack_u<m, T>(g, w, false, true, ki, KC, kb, a_blk, Ap);  // U[e]^T (Cin x Kout)
+    const int64_t x_img = g.C * g.H * g.W, go_img = g.K * g.P * g.Q;
+    bool nan_x = false;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(|| : nan_x) if (threads > 1)
     for (int t = 0; t < threads; ++t) {
         T* V = detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(nal * Cin * TB));
         T* Z = detail::thread_arena(detail::ArenaSlot::k1).get_as<T>(static_cast<size_t>(nal * Kout * TB));
         T* scratch =
             detail::thread_arena(detail::ArenaSlot::k2).get_as<T>(static_cast<size_t>(al * (m * tw + 2)));
-        for (int64_t job = jobs * t / threads; job < jobs * (t + 1) / threads; ++job) {
-            const int64_t gi = job % g.G, t0 = (job / g.G) * TB, t1 = std::min(tiles, t0 + TB), nb = t1 - t0;
-            LF_DISPATCH(winograd_input_tiles<T>, m, x + gi * Cin * g.H * g.W, g.C * g.H * g.W, Cin, g.H, g.W, g.pt,
-                        g.pl, th, tw, t0, t1, V, TB, scratch);
-            LF_DISPATCH(winograd_grad_out_tiles<T>, m, go + gi * Kout * g.P * g.Q, g.K * g.P * g.Q, Kout, g.P, g.Q,
-                        th, tw, t0, t1, Z, TB, scratch);
-            T* M = Msum + (t * g.G + gi) * wsz;
-            for (int e = 0; e < nal; ++e)  // M[e] += Z[e] @ V[e]^T
-                gemm_strided<T>(Kout, Cin, nb, T(1), Z + e * TB, nal * TB, 1, V + e * TB, 1, nal * TB, T(1),
-                                M + e * Kout * Cin, Cin, 1, 1);
-        }
+        // this thread's tiles: whole images for grad_x (zeroed here, then summed into), else an even share
+        const int64_t ta = gx ? g.N * t / threads * per_img : tiles * t / threads;
+        const int64_t tb = gx ? g.N * (t + 1) / threads * per_img : tiles * (t + 1) / threads;
+        if (gx) std::fill(gx + ta / per_img * x_img, gx + tb / per_img * x_img, T(0));
+        for (int64_t gi = 0; gi < g.G; ++gi)
+            for (int64_t t0 = ta; t0 < tb; t0 += TB) {
+                const int64_t t1 = std::min(tb, t0 + TB), nb = t1 - t0, nbr = (nb + nr - 1) / nr * nr;
+                const int64_t ld = nal * TB;  // rows of V[e] and Z[e]
+                LF_DISPATCH(winograd_grad_out_tiles<T>, m, go + gi * Kout * g.P * g.Q, go_img, Kout, g.P, g.Q, th,
+                            tw, t0, t1, Z, TB, scratch);
+                if (gw) {
+                    LF_DISPATCH(winograd_input_tiles<T>, m, x + gi * Cin * g.H * g.W, x_img, Cin, g.H, g.W, g.pt,
+                                g.pl, th, tw, t0, t1, V, TB, scratch);
+                    T* M = Msum + (t * g.G + gi) * wsz;
+                    for (int e = 0; e < nal; ++e)  // M[e] += Z[e] @ V[e]^T
+                        gemm_strided<T>(Kout, Cin, nb, T(1), Z + e * TB, ld, 1, V + e * TB, 1, ld, T(1),
+                                        M + e * Kout * Cin, Cin, 1, 1);
+                }
+                if (!gx) continue;
+                if (nbr > nb)  // a partial last panel reads zeros past the block's tiles
+                    for (int64_t r = 0; r < nal * Kout; ++r) std::fill(Z + r * TB + nb, Z + r * TB + nbr, T(0));
+                T* D = V;  // D[e] = U[e]^T @ Z[e], (Cin, al^2, TB) like V
+                winograd_products(ki, nal, Cin, Kout, KC, kb, a_blk, Ap + gi * nal * kb * a_blk, Z, D, TB, nbr);
+                nan_x = LF_DISPATCH(winograd_input_adjoint<T>, m, D, TB, Cin, g.H, g.W, g.pt, g.pl, th, tw, t0, t1,
+                                    gx + gi * Cin * g.H * g.W, x_img, scratch) || nan_x;
+            }
     }
+    if (!gw) return nan_x;
     // gw = G^T M G per (output, input) channel pair, as passes over the pair index pr (vectorised), pairs
     // split over the threads: the threads' M added in thread order, r = G^T M (3 x al), then r G (3 x 3).
     const int64_t pairs = Kout * Cin;
@@ -534,7 +600,7 @@ bool winograd_grad_weight(const ConvGeo& g, const T* go, const T* x, T* gw, int 
                 }
         }
     }
-    return nan;
+    return nan || nan_x;
 }
 
 // ---- Register-blocked direct convolution (convpool_kernels.inc: conv_blocked_fwd) ----------------------
@@ -799,10 +865,16 @@ void backward_impl(const ConvGeo& g, const T* go, const T* x, const T* w, T* gx,
         constexpr bool f32 = std::is_same_v<T, float>;
         const bool forced = forced_algo() != nullptr;
         // (a NaN out of Winograd leaves that gradient to im2col: see winograd_fallback)
-        if (const int m = gw ? winograd_wins(g, f32, g.P, g.Q) : 0) {
-            const bool nan = m == 4 ? winograd_grad_weight<4, T>(g, go, x, gw, nt)
-                                    : winograd_grad_weight<2, T>(g, go, x, gw, nt);
-            if (!nan) gw = nullptr;
+        // grad_x from the forward's tiles (winograd_backward) where the forward's shape takes Winograd and the
+        // batch fills the threads, else by its own rule as a convolution of grad_out (winograd_conv)
+        if (const int m = gw || gx ? winograd_wins(g, f32, g.P, g.Q) : 0) {
+            T* gx_here = gx && g.N >= nt ? gx : nullptr;
+            const bool nan = m == 4 ? winograd_backward<4, T>(g, go, x, w, gx_here, gw, nt)
+                                    : winograd_backward<2, T>(g, go, x, w, gx_here, gw, nt);
+            if (!nan) {
+                gw = nullptr;
+                if (gx_here) gx = nullptr;
+            }
         }
         if (const int m = gx ? winograd_wins(g, f32, g.H, g.W) : 0) {
             const bool nan = m == 4 ? winograd_conv<4, T>(g, go, w, nullptr, gx, true, nt)

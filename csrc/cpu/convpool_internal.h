@@ -74,6 +74,14 @@ inline int64_t blocked_scratch_size(const ConvGeo& g) {
     void winograd_grad_out_tiles(int m, const T* go, int64_t go_img, int64_t Kout, int64_t P,         \
                                  int64_t Q, int64_t th, int64_t tw, int64_t t0, int64_t t1, T* Z,     \
                                  int64_t ldz, T* scratch);                                            \
+    /* grad_x (the adjoint of the input transform): D (C, al^2, ldd), column t - t0: the        */    \
+    /* gradient of tile t's transformed input -> B D B^T added (+=) into gx's planes (patches   */    \
+    /* overlap; parts outside the plane dropped). D is overwritten. scratch: m * tw + 2.        */    \
+    /* Returns whether a sum it added to turned NaN.                                             */    \
+    template <typename T>                                                                             \
+    bool winograd_input_adjoint(int m, T* D, int64_t ldd, int64_t C, int64_t H, int64_t W,            \
+                                int64_t pt, int64_t pl, int64_t th, int64_t tw, int64_t t0,           \
+                                int64_t t1, T* gx, int64_t gx_img, T* scratch);                       \
     /* output: M (Kout, al^2, ldm) -> out (N images at out_img apart, Kout planes P x Q):       */    \
     /* A^T m A (+ bias) written (=) to the tile's m x m outputs inside the plane. M is          */    \
     /* overwritten. Returns whether it wrote a NaN.                                             */    \
