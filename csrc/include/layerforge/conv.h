@@ -29,12 +29,15 @@
 //  * "im2col_gemm" everything else: per image and group, im2col into a per-thread arena buffer, then the
 //                  packed GEMM (gemm.h). Images are spread over threads (GEMM single-threaded) when the
 //                  batch divides evenly, else the GEMM is threaded.
-// Backward: grad_x = transposed convolution (GEMM W^T @ grad_out, then col2im; or, where the Winograd or
-// blocked rule above holds for grad_x's own shape, that kernel run as a convolution of grad_out with the
-// flipped, transposed weights); grad_weight = GEMM grad_out @ col^T with the batch reduction split into one fixed chunk of
-// images per thread, each into its own partial buffer, summed in thread order (deterministic for a given
-// thread count), or, where the Winograd rule holds for the forward's output, Winograd's own gradient
-// ((m+2)^2 GEMMs reducing over the transformed tiles, per-thread accumulators summed in thread order).
+// Backward: where the Winograd rule holds for the forward's output, both gradients come from the forward's
+// tiles in one pass: grad_weight = G^T [sum over tiles of (A dY A^T) o (B^T d B)] G ((m+2)^2 GEMMs reducing
+// over the tiles, per-thread accumulators summed in thread order) and grad_x = the sum over tiles of
+// B [U^T (A dY A^T)] B^T added into overlapping patches (threads own whole images; with fewer images than
+// threads grad_x goes as below). Otherwise grad_x = transposed convolution (GEMM W^T @ grad_out, then
+// col2im; or, where the Winograd or blocked rule holds for grad_x's own shape, that kernel run as a
+// convolution of grad_out with the flipped, transposed weights); grad_weight = GEMM grad_out @ col^T with
+// the batch reduction split into one fixed chunk of images per thread, each into its own partial buffer,
+// summed in thread order (deterministic for a given thread count).
 //
 // Outputs are written (=), never accumulated: out, grad_x, grad_weight, grad_bias.
 #pragma once
