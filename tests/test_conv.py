@@ -230,6 +230,8 @@ def test_algorithms():
     assert ops.conv2d_algorithm(wide, w16, padding=1) == "winograd_f4x4_3x3"  # 18 x 20 outputs
     assert ops.conv2d_algorithm(wide[:, :, :13, :13], w16) == "winograd_f4x4_3x3"  # 11 x 11 (the tutorial's)
     assert ops.conv2d_algorithm(wide[:, :, :8, :18], w16) == "winograd_f2x2_3x3"  # 6 rows: too few for 4x4
+    assert ops.conv2d_algorithm(wide.transpose(0, 2, 3, 1), w16.transpose(0, 2, 3, 1), padding=1,
+                                layout="NHWC") == "winograd_f4x4_3x3"
     assert "winograd" not in ops.conv2d_algorithm(wide[:, :, :12, :12], w16)  # 10 x 10: 4x4 tiles waste 44%
     assert ops.conv2d_algorithm(wide.astype(np.float64), np.zeros((16, 16, 3, 3))) == "im2col_gemm"
     assert ops.conv2d_algorithm(wide, w16, stride=2) == "im2col_gemm"
@@ -261,7 +263,8 @@ def test_winograd(monkeypatch, cpu_path, rng, dtype, tile):
     algo = {2: "winograd", 4: "winograd4"}[tile]
     monkeypatch.setenv("LAYERFORGE_CONV_ALGO", algo)
     for N, C, H, W, K, pad, groups in WINOGRAD_CONFIGS:
-        _run((N, C, H, W, K, 3, 3, 1, pad, 1, groups), dtype, "NCHW", rng)
+        for layout in ("NCHW", "NHWC"):  # NHWC: the NCHW passes on transposed copies
+            _run((N, C, H, W, K, 3, 3, 1, pad, 1, groups), dtype, layout, rng)
     # grad_x with grad_weight (one pass over the forward's tiles), alone, and grad_weight alone agree
     x = rng.standard_normal((3, 16, 14, 13)).astype(dtype)
     w = rng.standard_normal((18, 16, 3, 3)).astype(dtype)
@@ -272,6 +275,8 @@ def test_winograd(monkeypatch, cpu_path, rng, dtype, tile):
     assert rel_err(ops.conv2d_backward(go, x, w, padding=1, need_grad_x=False)[1], gw) < tol
     x = np.zeros((1, 16, 16, 16), dtype)
     assert ops.conv2d_algorithm(x, np.zeros((16, 16, 3, 3), dtype), padding=1) == f"winograd_f{tile}x{tile}_3x3"
+    assert ops.conv2d_algorithm(x, np.zeros((16, 3, 3, 16), dtype), padding=1, layout="NHWC") == (
+        f"winograd_f{tile}x{tile}_3x3")
 
 
 def test_winograd_f4x4_float32_accuracy(rng):
