@@ -762,6 +762,16 @@ void swap_inner_axes(const T* src, int64_t n, int64_t a, int64_t b, T* dst, int 
     }
 }
 
+// Grow-only per-thread buffers for the transposed copies (the arenas are the Winograd passes' own): a call
+// after the first allocates and clears nothing.
+template <typename T>
+T* nhwc_copy_buffer(int which, int64_t n) {
+    thread_local std::vector<T> buffers[4];
+    std::vector<T>& v = buffers[which];
+    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+    return v.data();
+}
+
 template <typename T>
 void forward_impl(const ConvGeo& g, const T* x, const T* w, const T* b, T* out);
 template <typename T>
@@ -776,26 +786,30 @@ ConvGeo as_nchw(const ConvGeo& g) {
 template <typename T>
 void nhwc_via_nchw_forward(const ConvGeo& gc, const T* x, const T* w, const T* b, T* out, int nt) {
     const int64_t HW = gc.H * gc.W, PQ = gc.P * gc.Q, RS = gc.R * gc.S;
-    std::vector<T> xc(static_cast<size_t>(gc.N * gc.C * HW)), wc(static_cast<size_t>(gc.K * gc.Cg * RS)),
-        oc(static_cast<size_t>(gc.N * gc.K * PQ));
-    swap_inner_axes(x, gc.N, HW, gc.C, xc.data(), nt);   // (N, HW, C) -> (N, C, HW)
-    swap_inner_axes(w, gc.K, RS, gc.Cg, wc.data(), nt);  // (K, RS, Cg) -> (K, Cg, RS)
-    forward_impl<T>(gc, xc.data(), wc.data(), b, oc.data());
-    swap_inner_axes(oc.data(), gc.N, gc.K, PQ, out, nt);  // (N, K, PQ) -> (N, PQ, K)
+    T* xc = nhwc_copy_buffer<T>(0, gc.N * gc.C * HW);
+    T* wc = nhwc_copy_buffer<T>(1, gc.K * gc.Cg * RS);
+    T* oc = nhwc_copy_buffer<T>(2, gc.N * gc.K * PQ);
+    swap_inner_axes(x, gc.N, HW, gc.C, xc, nt);    // (N, HW, C) -> (N, C, HW)
+    swap_inner_axes(w, gc.K, RS, gc.Cg, wc, nt);   // (K, RS, Cg) -> (K, Cg, RS)
+    forward_impl<T>(gc, xc, wc, b, oc);
+    swap_inner_axes(oc, gc.N, gc.K, PQ, out, nt);  // (N, K, PQ) -> (N, PQ, K)
 }
 
 template <typename T>
 void nhwc_via_nchw_backward(const ConvGeo& gc, const T* go, const T* x, const T* w, T* gx, T* gw, int nt) {
     const int64_t HW = gc.H * gc.W, PQ = gc.P * gc.Q, RS = gc.R * gc.S;
-    std::vector<T> goc(static_cast<size_t>(gc.N * gc.K * PQ)), wc(static_cast<size_t>(gc.K * gc.Cg * RS));
-    std::vector<T> xc(static_cast<size_t>(gc.N * gc.C * HW)), gxc(gx ? xc.size() : 0), gwc(gw ? wc.size() : 0);
-    swap_inner_axes(go, gc.N, PQ, gc.K, goc.data(), nt);
-    swap_inner_axes(w, gc.K, RS, gc.Cg, wc.data(), nt);
-    swap_inner_axes(x, gc.N, HW, gc.C, xc.data(), nt);
-    backward_impl<T>(gc, goc.data(), xc.data(), wc.data(), gx ? gxc.data() : nullptr, gw ? gwc.data() : nullptr,
-                     nullptr);
-    if (gx) swap_inner_axes(gxc.data(), gc.N, gc.C, HW, gx, nt);
-    if (gw) swap_inner_axes(gwc.data(), gc.K, gc.Cg, RS, gw, nt);
+    T* goc = nhwc_copy_buffer<T>(0, gc.N * gc.K * PQ);
+    T* xc = nhwc_copy_buffer<T>(1, gc.N * gc.C * HW);
+    T* wc = nhwc_copy_buffer<T>(2, gc.K * gc.Cg * RS);
+    T* gc_buf = nhwc_copy_buffer<T>(3, (gx ? gc.N * gc.C * HW : 0) + (gw ? gc.K * gc.Cg * RS : 0));
+    T* gxc = gx ? gc_buf : nullptr;
+    T* gwc = gw ? gc_buf + (gx ? gc.N * gc.C * HW : 0) : nullptr;
+    swap_inner_axes(go, gc.N, PQ, gc.K, goc, nt);
+    swap_inner_axes(w, gc.K, RS, gc.Cg, wc, nt);
+    swap_inner_axes(x, gc.N, HW, gc.C, xc, nt);
+    backward_impl<T>(gc, goc, xc, wc, gxc, gwc, nullptr);
+    if (gx) swap_inner_axes(gxc, gc.N, gc.C, HW, gx, nt);
+    if (gw) swap_inner_axes(gwc, gc.K, gc.Cg, RS, gw, nt);
 }
 
 template <typename T>
