@@ -385,6 +385,20 @@ void winograd_pack_u(const ConvGeo& g, const T* w, bool flip, bool transpose, co
     }
 }
 
+// A thread's buffers for one block of TB tiles: planes (a: a x al^2 x TB) and (b: b x al^2 x TB) in the
+// layout of V, Z and M, and the gathers' scratch rows.
+template <typename T>
+struct WinogradBuffers {
+    T *a, *b, *scratch;
+};
+template <int m, typename T>
+WinogradBuffers<T> winograd_buffers(int64_t a, int64_t b, int64_t TB, int64_t tw) {
+    constexpr int al = m + 2;
+    return {detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(al * al * a * TB)),
+            detail::thread_arena(detail::ArenaSlot::k1).get_as<T>(static_cast<size_t>(al * al * b * TB)),
+            detail::thread_arena(detail::ArenaSlot::k2).get_as<T>(static_cast<size_t>(al * (m * tw + 2)))};
+}
+
 // The al^2 products of a block: M[e] (rows x nbr) = A[e] (rows x depth) @ B[e] (depth x nbr), e < nal, in the
 // (channels, al^2, TB) layout of V, Z and M: B[e] row p at B + (p * nal + e) * TB, read in place as the
 // micro-kernel's B panels (nbr a multiple of NR); M[e] row r at M + (r * nal + e) * TB. A[e] packed into A
@@ -450,10 +464,8 @@ bool winograd_conv(const ConvGeo& g, const T* in, const T* w, const T* b, T* out
     bool nan = false;
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(|| : nan) if (threads > 1)
     for (int tid = 0; tid < threads; ++tid) {
-        T* V = detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(nal * Cin * TB));
-        T* M = detail::thread_arena(detail::ArenaSlot::k1).get_as<T>(static_cast<size_t>(nal * Kout * TB));
-        T* scratch =
-            detail::thread_arena(detail::ArenaSlot::k2).get_as<T>(static_cast<size_t>(al * (m * tw + 2)));
+        const WinogradBuffers<T> buf = winograd_buffers<m, T>(Cin, Kout, TB, tw);
+        T *V = buf.a, *M = buf.b, *scratch = buf.scratch;
         const int64_t u1 = units * (tid + 1) / threads;
         for (int64_t u = units * tid / threads; u < u1;) {
             const int64_t gi = u / panels, p0 = u % panels, p1 = std::min({p0 + TB / 16, panels, p0 + (u1 - u)});
@@ -518,10 +530,8 @@ bool winograd_backward(const ConvGeo& g, const T* go, const T* x, const T* w, T*
     bool nan_x = false;
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(|| : nan_x) if (threads > 1)
     for (int t = 0; t < threads; ++t) {
-        T* V = detail::thread_arena(detail::ArenaSlot::k0).get_as<T>(static_cast<size_t>(nal * Cin * TB));
-        T* Z = detail::thread_arena(detail::ArenaSlot::k1).get_as<T>(static_cast<size_t>(nal * Kout * TB));
-        T* scratch =
-            detail::thread_arena(detail::ArenaSlot::k2).get_as<T>(static_cast<size_t>(al * (m * tw + 2)));
+        const WinogradBuffers<T> buf = winograd_buffers<m, T>(Cin, Kout, TB, tw);
+        T *V = buf.a, *Z = buf.b, *scratch = buf.scratch;
         // this thread's tiles: whole images for grad_x (zeroed here, then summed into), else an even share
         const int64_t ta = gx ? g.N * t / threads * per_img : tiles * t / threads;
         const int64_t tb = gx ? g.N * (t + 1) / threads * per_img : tiles * (t + 1) / threads;

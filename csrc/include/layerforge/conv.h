@@ -14,8 +14,8 @@
 //                  ~5x faster on im2col + GEMM with depth R*S than on these loops, so it goes there.)
 //  * "gemm_1x1"    1x1 kernel, stride 1, no padding: the image *is* the GEMM operand (no im2col); the
 //                  whole batch runs as one GEMM (NCHW: the images' pixels back to back as its columns).
-//  * "winograd_f4x4_3x3" / "winograd_f2x2_3x3" NCHW float32, 3x3, stride 1, undilated, >= 16 channels in
-//                  and out per group: Winograd — blocks of m x m-output tiles, input transform B^T d B,
+//  * "winograd_f4x4_3x3" / "winograd_f2x2_3x3" float32, 3x3, stride 1, undilated, >= 16 channels in and
+//                  out per group (NHWC: the NCHW passes on transposed copies): Winograd — blocks of m x m-output tiles, input transform B^T d B,
 //                  (m+2)^2 GEMMs of depth C/groups, output transform A^T m A. F(4x4) (4x fewer multiplies
 //                  than direct) where its tiles need <= 0.75x F(2x2)'s multiplies and the output is >= 8
 //                  on both sides (11x11 .. 56x56 outputs); else F(2x2) (2.25x fewer) for output rows >= 16.
