@@ -348,16 +348,14 @@ void winograd_weights(const T* w, int64_t K, int64_t C, bool for_grad_x, T* U) {
         }
 }
 
-// Tiles per block, a multiple of 16 (whole B panels of the micro-kernel): V and M (al^2 x channels x TB)
-// near L2 for 64 channels (~128 tiles for F(2x2), ~48 for F(4x4)), at least `per_thread` blocks a thread
-// when there are enough tiles.
+// Tiles per block, a multiple of 16 (whole B panels of the micro-kernel): V and M (channels x al^2 x TB)
+// near L2 for 64 channels (~128 tiles for F(2x2), ~48 for F(4x4)), at most a thread's share.
 template <int m>
-int64_t winograd_block_tiles(int64_t channels, int64_t tiles, int nt, int per_thread) {
+int64_t winograd_block_tiles(int64_t channels, int64_t tiles, int nt) {
     constexpr int al = m + 2;
     const int64_t cache =
         std::max<int64_t>(16, 128 * 64 * 16 / (al * al) / std::max<int64_t>(64, channels) / 16 * 16);
-    const int64_t share = (tiles + per_thread * nt - 1) / (per_thread * nt);
-    return (std::min(cache, share) + 15) / 16 * 16;
+    return (std::min(cache, (tiles + nt - 1) / nt) + 15) / 16 * 16;
 }
 
 // U = G g G^T of every group (winograd_weights: U[e] R x D, R = Kout, D = Cin of the pass) packed into A
@@ -433,8 +431,8 @@ void winograd_products(const detail::GemmKernelInfo<T>& ki, int nal, int64_t row
 
 // Forward: in = x (N, C, H, W) -> out (N, K, P, Q). grad_x: in = grad_out (N, K, P, Q) -> gx (N, C, H, W)
 // with padding 2 - pt, 2 - pl (negative padding is an offset; reads outside the plane are zeros).
-// Tiles of m x m outputs go in blocks of TB; per block and group: input transform -> V (al^2, Cin, TB),
-// al^2 products M[e] (Kout x TB) = U[e] (Kout x Cin) @ V[e], output transform. U is packed into the
+// Tiles of m x m outputs go in blocks of TB; per block and group: input transform -> V (Cin, al^2, TB),
+// al^2 products M[e] (Kout x TB) = U[e] (Kout x Cin) @ V[e] into M (Kout, al^2, TB), output transform. U is packed into the
 // micro-kernel's A panels once per call and the kernel reads V's rows in place as its B panels (no
 // per-product packing: at 32 channels and 48 tiles a product is only ~100k multiply-adds). Blocks run in
 // parallel; each writes its own tiles' outputs, so no reduction and no races. Returns whether an output is
@@ -450,7 +448,7 @@ bool winograd_conv(const ConvGeo& g, const T* in, const T* w, const T* b, T* out
     const int64_t pt = grad_x ? 2 - g.pt : g.pt, pl = grad_x ? 2 - g.pl : g.pl;
     const int64_t in_img = (grad_x ? g.K : g.C) * Hin * Win, out_img = (grad_x ? g.C : g.K) * Hout * Wout;
     const int64_t th = (Hout + m - 1) / m, tw = (Wout + m - 1) / m, tiles = g.N * th * tw;
-    const int64_t TB = winograd_block_tiles<m>(std::max(Cin, Kout), tiles, nt, 1);  // a multiple of nr
+    const int64_t TB = winograd_block_tiles<m>(std::max(Cin, Kout), tiles, nt);  // a multiple of nr
     // A panels of U: group gi, position e, depth block pc at Ap + ((gi * nal + e) * kb + pc) * a_blk
     const int64_t kb = (Cin + ki.kc - 1) / ki.kc, KC = (Cin + kb - 1) / kb;  // even depth blocks
     const int64_t mp = (Kout + mr - 1) / mr, a_blk = mp * mr * KC;
