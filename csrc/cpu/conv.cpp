@@ -92,9 +92,9 @@ const char* forced_algo() {
 // 2.25x; outputs 11, 14, 20, 28, 56 wide but not 10, where F(4x4)'s 12-wide tiles waste 44%) and both sides
 // are >= 8; else F(2x2) for output rows >= 16. Measured (2 threads, forward / grad_x / grad_weight ms):
 // ResNet 8x64x56x56 -> 64 F(4x4) 12.2 / 12.6 / 15.2, F(2x2) 19.6 / 20.5 / 21.0; the tutorial's 32x32x13x13
-// -> 64 F(4x4) 1.56 / 3.1 / 2.4, F(2x2) 2.5 / 4.3 / 3.1, im2col 3.3 / 3.3 / 3.2. At 7x7 (512 channels)
-// neither wins: im2col. F(4x4) costs accuracy: float32 outputs carry ~1e-6 of max|y| (F(2x2) ~2e-7, im2col
-// ~1e-7); float64 keeps im2col.
+// -> 64 F(4x4) 1.56 / 3.1 / 2.4 (grad_x from the forward's tiles: 1.7-2.2), F(2x2) 2.5 / 4.3 / 3.1, im2col
+// 3.3 / 3.3 / 3.2. At 7x7 (512 channels) neither wins: im2col. F(4x4) costs accuracy: float32 outputs carry
+// ~1e-6 of max|y| (F(2x2) ~2e-7, im2col ~1e-7); float64 keeps im2col.
 int winograd_wins(const ConvGeo& g, bool f32, int64_t oh, int64_t ow) {
     if (!winograd_applies(g)) return 0;
     if (const char* force = forced_algo()) {
