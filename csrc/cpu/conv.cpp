@@ -432,11 +432,11 @@ void winograd_products(const detail::GemmKernelInfo<T>& ki, int nal, int64_t row
 // Forward: in = x (N, C, H, W) -> out (N, K, P, Q). grad_x: in = grad_out (N, K, P, Q) -> gx (N, C, H, W)
 // with padding 2 - pt, 2 - pl (negative padding is an offset; reads outside the plane are zeros).
 // Tiles of m x m outputs go in blocks of TB; per block and group: input transform -> V (Cin, al^2, TB),
-// al^2 products M[e] (Kout x TB) = U[e] (Kout x Cin) @ V[e] into M (Kout, al^2, TB), output transform. U is packed into the
-// micro-kernel's A panels once per call and the kernel reads V's rows in place as its B panels (no
-// per-product packing: at 32 channels and 48 tiles a product is only ~100k multiply-adds). Blocks run in
-// parallel; each writes its own tiles' outputs, so no reduction and no races. Returns whether an output is
-// NaN (the caller then recomputes by im2col: see winograd_fallback).
+// al^2 products M[e] (Kout x TB) = U[e] (Kout x Cin) @ V[e] into M (Kout, al^2, TB), output transform. U is
+// packed into the micro-kernel's A panels once per call and the kernel reads V's rows in place as its B
+// panels (no per-product packing: at 32 channels and 48 tiles a product is only ~100k multiply-adds). Blocks
+// run in parallel; each writes its own tiles' outputs, so no reduction and no races. Returns whether an
+// output is NaN (the caller then recomputes by im2col: see winograd_fallback).
 template <int m, typename T>
 bool winograd_conv(const ConvGeo& g, const T* in, const T* w, const T* b, T* out, bool grad_x, int nt) {
     constexpr int al = m + 2, nal = al * al;
