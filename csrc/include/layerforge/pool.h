@@ -37,7 +37,9 @@ int64_t pool2d_output_size(int64_t in, int64_t kernel, int64_t pad, int64_t stri
 
 // indices may be nullptr (not returned); it is int64 with the shape of out.
 void max_pool2d_forward(const View& x, const View& out, const View* indices, const Pool2dParams& p);
-// grad_x (shape of x) from grad_out and the indices of the forward pass.
+// grad_x (shape of x) from grad_out and the indices of the forward pass. An index outside [0, H*W) throws
+// ValueError, except that of a window lying wholly in the padding (the forward gives it -inf and an index
+// past the plane, as PyTorch): its gradient goes nowhere.
 void max_pool2d_backward(const View& grad_out, const View& indices, const View& grad_x,
                          const Pool2dParams& p);
 

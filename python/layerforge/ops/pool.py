@@ -6,7 +6,9 @@ Max-pool indices are int64 flat positions ``h * W + w`` within each (n, c) plane
 layouts. float32 and float64; any strides (copied once in ``_common.contiguous``). numpy arrays run on the
 CPU kernels, GPU arrays (cupy) on the CUDA kernels (cupy outputs, cupy's current stream); mixing raises
 TypeError. On the GPU, max_pool2d_backward ignores indices that max_pool2d did not produce (as PyTorch's CUDA
-kernel) where the CPU raises ValueError for out-of-range ones.
+kernel) where the CPU raises ValueError for out-of-range ones, except for a window that lies wholly in the
+padding (dilation with ceil_mode can make one): max_pool2d gives it -inf and an index past the plane, as
+PyTorch does, and its gradient goes nowhere.
 
 Backward functions take ``x`` for its shape (an array, or the shape tuple itself) and return grad_x.
 """
