@@ -47,7 +47,7 @@ const char* algo_name(Algo a) {
 // kernel (blocked_wins below). float64 keeps im2col.
 // LAYERFORGE_CONV_ALGO=direct|im2col|winograd|winograd4|blocked forces a path where it applies (tests,
 // comparisons; winograd = F(2x2), winograd4 = F(4x4)).
-// (NHWC runs the NCHW Winograd passes on transposed copies: see nhwc_via_nchw.)
+// (NHWC runs the NCHW Winograd passes on transposed copies: see nhwc_via_nchw_forward / _backward.)
 bool winograd_applies(const ConvGeo& g) {
     return g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
 }
@@ -282,20 +282,33 @@ void for_chunks(int chunks, int nt, F&& body) {
 #define LF_DISPATCH(fn, ...) detail::generic::fn(__VA_ARGS__)
 #endif
 
+// src (n, a, b) -> dst (n, b, a), images split over the threads.
+template <typename T>
+void swap_inner_axes(const T* src, int64_t n, int64_t a, int64_t b, T* dst, int nt) {
+    const int threads = n * a * b < (int64_t(1) << 16) ? 1 : nt;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t i = 0; i < n; ++i) {
+        const T* s = src + i * a * b;
+        T* d = dst + i * a * b;
+        for (int64_t r = 0; r < a; ++r)
+            for (int64_t c = 0; c < b; ++c) d[c * a + r] = s[r * b + c];
+    }
+}
+
 // weight (K, R, S, 1) -> wt (R*S, K), for the NHWC direct kernels.
 template <typename T>
 const T* transpose_weight_rsk(const ConvGeo& g, const T* w) {
     const int64_t RS = g.R * g.S;
     T* wt = detail::thread_arena(detail::ArenaSlot::k3).get_as<T>(static_cast<size_t>(RS * g.K));
-    for (int64_t k = 0; k < g.K; ++k)
-        for (int64_t rs = 0; rs < RS; ++rs) wt[rs * g.K + k] = w[k * RS + rs];
+    swap_inner_axes(w, 1, g.K, RS, wt, 1);
     return wt;
 }
 
+// ---- Winograd F(m x m, 3x3), NCHW: m = 2 or 4, al = m + 2 ----------------------------------------------
 // winograd_fallback: the transforms take differences of inputs, so a +-inf input becomes inf - inf = NaN in
 // outputs where a direct sum gives +-inf. The output transform notes any NaN it writes; the pass is then
 // redone by im2col, which gives NaN and +-inf where torch does (a NaN input costs the pass twice).
-// ---- Winograd F(m x m, 3x3), NCHW: m = 2 or 4, al = m + 2 ----------------------------------------------
+//
 // U (al^2, Kout, Cin) = G g G^T per (output, input) channel pair (G: al x 3, convpool_kernels.inc), computed in
 // double. Forward: g = weight[k, c] (Kout = K, Cin = C per group). grad_x: the transposed convolution is a
 // convolution of grad_out with weight[k, c] flipped in both axes and the channel roles swapped
@@ -757,18 +770,6 @@ void conv1x1_nchw_batch(const ConvGeo& g, const T* in, const T* w, const T* b, T
 // NHWC shapes that take Winograd run the NCHW passes on transposed copies (x, weight and grad_out in; out,
 // grad_x and grad_weight back): at the tutorial's 32x13x13x32 -> 64 the copies cost ~0.1 ms each against
 // the blocked kernel's 2.2-2.4 ms forward (Winograd: ~1.5 ms).
-// src (n, a, b) -> dst (n, b, a), images split over the threads.
-template <typename T>
-void swap_inner_axes(const T* src, int64_t n, int64_t a, int64_t b, T* dst, int nt) {
-    const int threads = n * a * b < (int64_t(1) << 16) ? 1 : nt;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t i = 0; i < n; ++i) {
-        const T* s = src + i * a * b;
-        T* d = dst + i * a * b;
-        for (int64_t r = 0; r < a; ++r)
-            for (int64_t c = 0; c < b; ++c) d[c * a + r] = s[r * b + c];
-    }
-}
 
 // Grow-only per-thread buffers for the transposed copies (the arenas are the Winograd passes' own): a call
 // after the first allocates and clears nothing.
